@@ -1,0 +1,63 @@
+"""Command line: ``python -m specdec_course COMMAND``.
+
+    demo        load the real target model and generate an answer in the terminal
+    exercises   regenerate exercises/ from solutions/ (--check: only compare)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_demo(args) -> int:
+    from . import autoregressive_generate, chat_prompt, describe_machine, load_target
+
+    model, tokenizer = load_target(args.model, device=args.device)
+    print(f"machine: {describe_machine(model.device)}")
+    ids = chat_prompt(tokenizer, args.prompt)
+    print(f"\nprompt: {args.prompt}\n")
+    result = autoregressive_generate(model, ids, args.max_new_tokens, temperature=args.temperature, seed=args.seed,
+                                     eos_token_id=tokenizer.eos_token_id)
+    print(result.text)
+    print(f"\n{len(result)} tokens at {result.tokens_per_second:.1f} tokens/s "
+          f"({1000 * result.total_time / max(len(result), 1):.0f} ms per token, target only)")
+    return 0
+
+
+def cmd_exercises(args) -> int:
+    from .exercises import generate
+
+    report = generate(check=args.check)
+    if args.check and report:
+        print("run `python -m specdec_course exercises` to regenerate them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m specdec_course", description="specdec-course command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="generate text with the real target model in the terminal")
+    demo.add_argument("--prompt", default="Explain in three sentences why the sky is blue.")
+    demo.add_argument("--max-new-tokens", type=int, default=96)
+    demo.add_argument("--temperature", type=float, default=0.0)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--model", default=None, help="a Hugging Face name or local folder (default: embedded SmolLM2-135M-Instruct)")
+    demo.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
+    demo.set_defaults(run=cmd_demo)
+
+    ex = sub.add_parser("exercises", help="regenerate exercises/ from solutions/")
+    ex.add_argument("--check", action="store_true", help="only compare; exit 1 if exercises/ is out of date")
+    ex.set_defaults(run=cmd_exercises)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

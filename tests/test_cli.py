@@ -1,0 +1,67 @@
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def test_exercises_check_command_passes():
+    out = subprocess.run([sys.executable, "-m", "specdec_course", "exercises", "--check"], capture_output=True, text=True,
+                         cwd=ROOT, env=ENV)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_bad_command_line_is_a_clear_error():
+    out = subprocess.run([sys.executable, "-m", "specdec_course", "demo", "--device", "tpu"], capture_output=True,
+                         text=True, cwd=ROOT, env=ENV)
+    assert out.returncode == 2 and "unknown device" in out.stderr
+
+
+@pytest.mark.real
+def test_demo_prints_text_from_the_real_model_offline(target):
+    out = subprocess.run([sys.executable, "-m", "specdec_course", "demo", "--max-new-tokens", "24",
+                          "--prompt", "Name a fruit that is yellow."], capture_output=True, text=True, cwd=ROOT, env=ENV,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "loaded SmolLM2-135M-Instruct" in out.stdout and "tokens/s" in out.stdout
+    answer = out.stdout.split("Name a fruit that is yellow.")[1].split("tokens at")[0]
+    assert len(answer.split()) >= 3, out.stdout
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_headless_lab_serves_the_course():
+    port = _free_port()
+    jupyter = Path(sys.executable).with_name("jupyter")
+    proc = subprocess.Popen([str(jupyter), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+                             "--IdentityProvider.token=testtoken", "--ServerApp.root_dir=" + str(ROOT)]
+                            + (["--allow-root"] if os.geteuid() == 0 else []),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV)
+    try:
+        url = f"http://127.0.0.1:{port}/api/contents/notebooks?token=testtoken"
+        deadline = time.time() + 90
+        while True:
+            try:
+                body = urllib.request.urlopen(url, timeout=5).read().decode()
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(1)
+        assert "00_autoregressive_generation.ipynb" in body
+        lab = urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token=testtoken", timeout=10)
+        assert lab.status == 200 and "JupyterLab" in lab.read().decode()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1,0 +1,138 @@
+"""The exercise machinery: generation from solutions/, protection of learners' edits, checks both ways."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from specdec_course import checks, exercises
+from specdec_course.generation import autoregressive_generate
+
+ROOT = Path(__file__).resolve().parent.parent
+EXERCISES = sorted((ROOT / "exercises").glob("*.ipynb"))
+
+
+def test_strip_solutions_keeps_indentation_and_the_rest():
+    src = "def f(x):\n    y = 1\n    ### BEGIN SOLUTION\n    return x + y\n    ### END SOLUTION\n\nprint(f)"
+    assert exercises.strip_solutions(src) == (
+        "def f(x):\n    y = 1\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\nprint(f)")
+    assert exercises.strip_solutions("### BEGIN SOLUTION\nsecret\n### END SOLUTION", markdown=True) == "YOUR ANSWER HERE"
+
+
+@pytest.mark.parametrize("bad", ["### BEGIN SOLUTION\nx", "x\n### END SOLUTION", "### BEGIN SOLUTION\n### BEGIN SOLUTION"])
+def test_unbalanced_markers_are_errors(bad):
+    with pytest.raises(ValueError, match="SOLUTION"):
+        exercises.strip_solutions(bad, where="nb")
+
+
+def test_committed_exercises_are_generated_from_solutions():
+    assert exercises.generate(check=True, verbose=False) == [], "run `python -m specdec_course exercises` and commit"
+    assert {p.name for p in EXERCISES} == {p.name for p in (ROOT / "solutions").glob("*.ipynb")}
+
+
+def test_exercises_hide_every_solution_and_clear_outputs():
+    for path in EXERCISES:
+        solution = json.loads((ROOT / "solutions" / path.name).read_text())
+        hidden = [line.strip() for c in solution["cells"] for line in "".join(c["source"]).split("\n")]
+        inside, secret = False, []
+        for line in hidden:
+            if line == exercises.BEGIN:
+                inside = True
+            elif line == exercises.END:
+                inside = False
+            elif inside and line and not line.startswith("#"):
+                secret.append(line)
+        text = path.read_text()
+        nb = json.loads(text)
+        code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+        assert exercises.BEGIN not in code and "NotImplementedError" in code
+        assert not [s for s in secret if s in code and len(s) > 12], f"{path.name} shows solution lines"
+        assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
+
+
+def test_a_learners_edits_are_kept_not_overwritten(tmp_path):
+    shutil.copytree(ROOT / "solutions", tmp_path / "solutions")
+    out = tmp_path / "exercises"
+    exercises.generate(tmp_path / "solutions", out, verbose=False)
+    target = sorted(out.glob("*.ipynb"))[0]
+    assert not exercises.edited_by_hand(target)
+    nb = json.loads(target.read_text())
+    nb["cells"][0]["source"] = ["my own notes\n"]
+    target.write_text(json.dumps(nb))
+    assert exercises.edited_by_hand(target)
+    report = exercises.generate(tmp_path / "solutions", out, verbose=False)
+    backups = list((out / ".backup").glob("*.ipynb"))
+    assert len(backups) == 1 and "my own notes" in backups[0].read_text()
+    assert any("kept a copy" in line for line in report)
+    assert exercises.generate(tmp_path / "solutions", out, check=True, verbose=False) == []
+
+
+def test_check_mode_reports_a_stale_exercise(tmp_path):
+    shutil.copytree(ROOT / "solutions", tmp_path / "solutions")
+    exercises.generate(tmp_path / "solutions", tmp_path / "exercises", verbose=False)
+    target = sorted((tmp_path / "exercises").glob("*.ipynb"))[0]
+    target.write_text(target.read_text().replace("Task 1", "Task one"))
+    assert exercises.generate(tmp_path / "solutions", tmp_path / "exercises", check=True, verbose=False)
+
+
+def _run_notebook(path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    return nb
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=[p.stem for p in EXERCISES])
+def test_untouched_exercises_fail_their_checks_and_nothing_else(path):
+    nb = _run_notebook(path)
+    checked = 0
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        if "check" in cell.metadata.get("tags", []):
+            checked += 1
+            assert errors and errors[0].ename == "NotAttempted", f"cell {index}: the check should say 'not attempted yet'"
+            assert "not attempted yet" in errors[0].evalue
+        else:
+            assert not errors, f"cell {index} (set-up or task cell) failed: {errors[0].ename}: {errors[0].evalue}"
+    assert checked >= 1
+
+
+# ---------------------------------------------------------------- the checks catch wrong answers
+def test_check_rejects_a_generator_without_cache():
+    def no_cache(model, ids, n):
+        return autoregressive_generate(model, ids, n, use_cache=False).tokens
+
+    with pytest.raises(checks.CheckFailed, match="KV cache"):
+        checks.check_greedy_generate(no_cache)
+
+
+def test_check_rejects_wrong_tokens_and_names_the_input():
+    def off_by_one(model, ids, n):
+        return [t + 1 for t in autoregressive_generate(model, ids, n).tokens]
+
+    with pytest.raises(checks.CheckFailed, match=r"expected \[.*got"):
+        checks.check_greedy_generate(off_by_one)
+
+
+def test_check_next_token_catches_the_first_position():
+    with pytest.raises(checks.CheckFailed, match="LAST position"):
+        checks.check_greedy_next_token(lambda model, ids: int(model(ids).logits[0, 0].argmax()))
+
+
+def test_check_reports_crashes_clearly():
+    def crash(model, ids, n):
+        raise KeyError("oops")
+
+    with pytest.raises(checks.CheckFailed, match="raised KeyError"):
+        checks.check_greedy_generate(crash)
+
+
+def test_reference_passes_its_own_check():
+    checks.check_greedy_generate(lambda m, ids, n: autoregressive_generate(m, ids, n).tokens)
+    checks.check_greedy_next_token(lambda m, ids: torch.argmax(m(ids).logits[0, -1]))
