@@ -1,10 +1,18 @@
 """specdec_course: speculative decoding, built step by step on a real pretrained model."""
-from .models import (attach_tokenizer, cache_dir, chat_prompt, describe_machine, get_device, load_target,
-                     tiny_llama)
+from .models import (attach_tokenizer, cache_dir, chat_prompt, check_pair, describe_machine, get_device, load_draft,
+                     load_pair, load_target, tiny_llama)
 from .generation import GenerationResult, autoregressive_generate, forward_time
+from .draft import Draft, draft_tokens
+from .verify import verify, verify_logits
+from .accept import Acceptance, accept, consecutive_accepted
+from .correction import correction_token, residual
+from .speculative import SpecResult, StepTrace, speculative_generate
 
 __all__ = [
-    "GenerationResult", "attach_tokenizer", "autoregressive_generate", "cache_dir", "chat_prompt",
+    "Acceptance", "Draft", "SpecResult", "StepTrace", "accept", "consecutive_accepted", "correction_token", "draft_tokens",
+    "residual", "speculative_generate", "verify", "verify_logits",
+    "GenerationResult", "attach_tokenizer", "autoregressive_generate", "cache_dir", "chat_prompt", "check_pair",
+    "load_draft", "load_pair",
     "describe_machine", "forward_time", "get_device", "load_target", "quick_mode", "tiny_llama",
 ]
 

@@ -1,6 +1,7 @@
 """Command line: ``python -m specdec_course COMMAND``.
 
     demo        load the real target model and generate an answer in the terminal
+    acceptance  measure the draft's greedy acceptance rate alpha and cost ratio c
     exercises   regenerate exercises/ from solutions/ (--check: only compare)
 """
 from __future__ import annotations
@@ -21,6 +22,45 @@ def cmd_demo(args) -> int:
     print(result.text)
     print(f"\n{len(result)} tokens at {result.tokens_per_second:.1f} tokens/s "
           f"({1000 * result.total_time / max(len(result), 1):.0f} ms per token, target only)")
+    return 0
+
+
+def _read_prompts(path) -> list[str]:
+    import json
+    from pathlib import Path
+
+    try:
+        prompts = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"prompts file {path} does not exist") from None
+    except ValueError as err:
+        raise ValueError(f"prompts file {path} is not valid JSON ({err}); give a JSON list of strings") from None
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise ValueError(f"prompts file {path} must hold a non-empty JSON list of non-empty strings")
+    return prompts
+
+
+def cmd_acceptance(args) -> int:
+    import json
+
+    from .analysis import acceptance_report, format_report
+    from .distill import load_prompts
+    from .models import describe_machine, load_pair
+
+    prompts = _read_prompts(args.prompts) if args.prompts else load_prompts("heldout")
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    target, draft, tokenizer = load_pair(args.target, args.draft, device=args.device)
+    machine = describe_machine(target.device)
+    print(f"machine: {machine}")
+    report = acceptance_report(target, draft, tokenizer, prompts, args.max_new_tokens)
+    print(format_report(report))
+    if args.json:
+        report["machine"] = machine
+        report["max_new_tokens"] = args.max_new_tokens
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=1)
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -46,6 +86,15 @@ def main(argv=None) -> int:
     demo.add_argument("--model", default=None, help="a Hugging Face name or local folder (default: embedded SmolLM2-135M-Instruct)")
     demo.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     demo.set_defaults(run=cmd_demo)
+
+    acc = sub.add_parser("acceptance", help="greedy acceptance rate alpha and cost ratio c of the draft/target pair")
+    acc.add_argument("--prompts", default=None, help="a JSON file with a list of prompts (default: the held-out split)")
+    acc.add_argument("--max-new-tokens", type=int, default=128)
+    acc.add_argument("--json", default=None, help="also write the report to this JSON file")
+    acc.add_argument("--target", default=None, help="target name or folder (default: embedded SmolLM2-135M-Instruct)")
+    acc.add_argument("--draft", default=None, help="draft name or folder (default: the course's distilled draft)")
+    acc.add_argument("--device", default=None)
+    acc.set_defaults(run=cmd_acceptance)
 
     ex = sub.add_parser("exercises", help="regenerate exercises/ from solutions/")
     ex.add_argument("--check", action="store_true", help="only compare; exit 1 if exercises/ is out of date")

@@ -284,3 +284,62 @@ def tiny_llama(seed: int = 0, *, vocab_size: int = 64, hidden_size: int = 32, nu
             with torch.no_grad():
                 model.lm_head.weight.mul_(peaked)
     return model.eval()
+
+
+# --------------------------------------------------------------------------- the draft
+def default_draft_dir() -> Path:
+    """The draft distilled for this course, shipped inside the package (specdec_course/draft/)."""
+    folder = Path(__file__).resolve().parent / "draft"
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"the course's draft model is missing from {folder}; rebuild it with `python -m specdec_course.distill`")
+    return folder
+
+
+def load_draft(name_or_path: str | os.PathLike | None = None, *, device=None, dtype=None, verbose: bool = True):
+    """Load the draft model (eval mode). With no name, the course's distilled draft for SmolLM2-135M-Instruct."""
+    from transformers import AutoModelForCausalLM
+
+    device = get_device(device)
+    dtype = _dtype(dtype)
+    start = time.perf_counter()
+    source = str(default_draft_dir()) if name_or_path is None else _resolve(name_or_path, "draft model")
+    label = "the course's distilled draft" if name_or_path is None else source
+    with _quiet_progress():
+        model = _from_pretrained(AutoModelForCausalLM, source, "draft model", dtype=dtype)
+    model.to(device).eval()
+    if verbose:
+        n_params = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"specdec_course: loaded {label} ({n_params:.1f}M parameters, {dtype}) on {device} in {time.perf_counter() - start:.1f} s")
+    return model
+
+
+def check_pair(target, draft, target_tokenizer=None, draft_tokenizer=None) -> None:
+    """Raise a clear ValueError unless the draft can propose tokens the target understands (same vocabulary, same device)."""
+    t_vocab, d_vocab = target.config.vocab_size, draft.config.vocab_size
+    if t_vocab != d_vocab:
+        raise ValueError(f"the draft and the target do not share a vocabulary: the target has {t_vocab} token ids, the draft "
+                         f"{d_vocab}. Speculative decoding needs a draft whose token ids mean the same as the target's "
+                         "(the same tokenizer).")
+    if target_tokenizer is not None and draft_tokenizer is not None and target_tokenizer.get_vocab() != draft_tokenizer.get_vocab():
+        raise ValueError("the draft's tokenizer differs from the target's (same size, different tokens): pick a draft "
+                         "trained with the target's tokenizer")
+    if target.device != draft.device:
+        raise ValueError(f"the target is on {target.device} and the draft on {draft.device}: put both on the same device")
+
+
+def load_pair(target_name_or_path=None, draft_name_or_path=None, *, device=None, dtype=None, verbose: bool = True):
+    """Load target and draft and check they fit together: returns (target, draft, tokenizer)."""
+    from transformers import AutoTokenizer
+
+    target, tokenizer = load_target(target_name_or_path, device=device, dtype=dtype, verbose=verbose)
+    draft = load_draft(draft_name_or_path, device=device, dtype=dtype, verbose=verbose)
+    draft_tokenizer = None
+    if draft_name_or_path is not None:
+        try:
+            draft_tokenizer = AutoTokenizer.from_pretrained(str(draft_name_or_path))
+        except (OSError, ValueError):
+            draft_tokenizer = None  # a folder with weights only: the vocabulary size check still applies
+    check_pair(target, draft, tokenizer, draft_tokenizer)
+    attach_tokenizer(draft, tokenizer)
+    return target, draft, tokenizer

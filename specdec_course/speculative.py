@@ -1,0 +1,166 @@
+"""The full speculative decoding loop.
+
+One step, from the current sequence x, y≤i:
+  1. draft      ŷ_{i+1} … ŷ_{i+τ}                  (τ cheap draft passes)
+  2. verify     p_1 … p_{τ+1}                       (ONE target pass over all τ drafts)
+  3. accept     n = consecutive accepted drafts     (the acceptance rule)
+  4. correct    y_{i+n+1} from the target's p_{n+1}  (correction, or bonus token when n = τ)
+The sequence grows to  x, y≤i, ŷ_{i+1} … ŷ_{i+n}, y_{i+n+1}:  n + 1 new tokens for one target pass.
+With KV caches, both caches are then rolled back to the tokens that were actually kept.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .accept import accept, check_rule
+from .cache import cache_length, new_cache, rollback
+from .correction import correction_token
+from .draft import draft_tokens
+from .generation import as_input_ids, check_max_new_tokens, check_temperature, decode, make_generator, sync
+from .models import check_pair
+from .verify import verify
+
+
+@dataclass
+class StepTrace:
+    """What happened in one draft → verify → accept → correct step."""
+
+    draft_tokens: list[int]
+    q: list[float]            # draft probability of each draft token
+    p: list[float]            # target probability of each draft token
+    r: list[float] | None     # uniform numbers used by the rule (None for "greedy")
+    accepted: list[bool]      # the rule's verdict on each draft token
+    n_accepted: int           # consecutive accepted drafts
+    correction: int           # the target's token at position n + 1
+    emitted: list[int]        # the tokens this step added (accepted drafts + correction, cut at EOS)
+    draft_time: float
+    verify_time: float
+
+    @property
+    def tau(self) -> int:
+        return len(self.draft_tokens)
+
+    @property
+    def bonus(self) -> bool:
+        """True when every draft was accepted, so the target's token is a free extra."""
+        return self.n_accepted == self.tau
+
+
+@dataclass
+class SpecResult:
+    tokens: list[int]
+    text: str | None
+    steps: list[StepTrace] = field(repr=False)
+    total_time: float = 0.0
+    prompt_length: int = 0
+
+    @property
+    def target_passes(self) -> int:
+        return len(self.steps)
+
+    @property
+    def drafted(self) -> int:
+        return sum(s.tau for s in self.steps)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """α = accepted drafts / proposed drafts (counting only the consecutive accepted run of each step)."""
+        return sum(s.n_accepted for s in self.steps) / self.drafted if self.drafted else float("nan")
+
+    @property
+    def mean_tokens_per_step(self) -> float:
+        return len(self.tokens) / self.target_passes if self.steps else float("nan")
+
+    @property
+    def draft_time(self) -> float:
+        return sum(s.draft_time for s in self.steps)
+
+    @property
+    def verify_time(self) -> float:
+        return sum(s.verify_time for s in self.steps)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return len(self.tokens) / self.total_time if self.total_time > 0 else float("nan")
+
+    def summary(self) -> str:
+        return (f"{len(self.tokens)} tokens in {self.target_passes} target passes "
+                f"({self.mean_tokens_per_step:.2f} tokens per pass), acceptance rate α = {self.acceptance_rate:.2f}, "
+                f"{self.tokens_per_second:.1f} tokens/s (draft {self.draft_time:.2f} s, verify {self.verify_time:.2f} s)")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def check_tau(tau) -> int:
+    if isinstance(tau, bool) or not isinstance(tau, int):
+        raise TypeError(f"tau (draft tokens per step) must be a whole number, got {tau!r}")
+    if tau < 1:
+        raise ValueError(f"tau (draft tokens per step) must be at least 1, got {tau}")
+    return tau
+
+
+@torch.no_grad()
+def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau: int = 4, rule: str = "greedy",
+                         temperature: float = 0.0, seed: int | None = None, use_cache: bool = True,
+                         eos_token_id: int | None = None, tokenizer=None) -> SpecResult:
+    """Generate up to ``max_new_tokens`` tokens with the target, τ draft tokens per target pass.
+
+    rule "greedy" (temperature 0): output identical to the target's greedy decoding.
+    rule "sampling" (temperature > 0): output distributed exactly as the target's sampling at that temperature.
+    rule "textbook": greedy drafts, accept if p ≥ q or r ≤ p/q, correct with the target's argmax.
+    """
+    check_rule(rule)
+    tau = check_tau(tau)
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
+    temperature = check_temperature(temperature)
+    if rule == "sampling" and temperature == 0:
+        raise ValueError("rule='sampling' samples from the target's distribution: give a temperature > 0 "
+                         "(or use rule='greedy' for greedy decoding)")
+    if rule != "sampling" and temperature > 0:
+        raise ValueError(f"rule={rule!r} drafts and corrects greedily and ignores temperature; use rule='sampling' "
+                         "to sample, or temperature=0")
+    check_pair(target, draft)
+    ids = as_input_ids(input_ids, target, max_new_tokens)
+    tokenizer = tokenizer if tokenizer is not None else getattr(target, "tokenizer", None)
+    generator = make_generator(seed) if seed is not None else None
+    draft_temperature = temperature if rule == "sampling" else 0.0
+
+    target_cache = new_cache(target) if use_cache else None
+    draft_cache = new_cache(draft) if use_cache else None
+    sequence, tokens, steps = ids, [], []
+    start = time.perf_counter()
+    while len(tokens) < max_new_tokens:
+        step_tau = min(tau, max_new_tokens - len(tokens) - 1)  # room for the n accepted drafts + 1 target token
+
+        t0 = time.perf_counter()
+        proposal = draft_tokens(draft, sequence, step_tau, temperature=draft_temperature, generator=generator,
+                                past_key_values=draft_cache)
+        sync(ids.device)
+        t1 = time.perf_counter()
+        p = verify(target, sequence, proposal.tokens, past_key_values=target_cache, temperature=temperature)
+        sync(ids.device)
+        t2 = time.perf_counter()
+
+        verdict = accept(p, proposal.q, proposal.tokens, rule=rule, generator=generator)
+        n = verdict.n
+        correction = correction_token(p, proposal.q, n, rule=rule, generator=generator)
+        emitted = proposal.tokens[:n] + [correction]
+        if eos_token_id is not None and eos_token_id in emitted:
+            emitted = emitted[: emitted.index(eos_token_id) + 1]
+
+        kept = sequence.shape[1] + n  # prefix + accepted drafts; the correction token is not in any cache yet
+        if use_cache:
+            rollback(target_cache, kept)
+            rollback(draft_cache, min(kept, cache_length(draft_cache)))
+        steps.append(StepTrace(proposal.tokens, verdict.q, verdict.p, verdict.r, verdict.accepted, n, correction,
+                               emitted, t1 - t0, t2 - t1))
+        tokens += emitted
+        sequence = torch.cat([sequence, torch.tensor([emitted], device=ids.device)], dim=1)
+        if eos_token_id is not None and emitted[-1] == eos_token_id:
+            break
+    return SpecResult(tokens=tokens, text=decode(tokenizer, tokens), steps=steps,
+                      total_time=time.perf_counter() - start, prompt_length=ids.shape[1])

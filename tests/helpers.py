@@ -1,0 +1,52 @@
+"""Small models for the algorithm tests."""
+import copy
+from types import SimpleNamespace
+
+import torch
+
+import specdec_course as sc
+
+
+def noisy_copy(model, scale: float, seed: int = 0):
+    """A copy of ``model`` with Gaussian noise on every weight: a draft that agrees with it often, not always."""
+    other = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in other.parameters():
+            param.add_(torch.randn(param.shape, generator=gen) * scale * param.std().clamp(min=1e-3))
+    return other.eval()
+
+
+def tiny_pair(seed: int, vocab: int = 64, noise: float = 0.3):
+    target = sc.tiny_llama(seed, vocab_size=vocab, peaked=2.0)
+    return target, noisy_copy(target, noise, seed)
+
+
+class BigramLM(torch.nn.Module):
+    """A model whose next-token logits depend only on the last token: logits = table[last token].
+
+    Exact sequence probabilities are easy to compute, and it runs in microseconds: the right tool for
+    statistical tests of the sampling rule (no KV cache: use_cache=False).
+    """
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = table
+        self.config = SimpleNamespace(vocab_size=table.shape[0], max_position_embeddings=10_000)
+
+    @property
+    def device(self):
+        return torch.device("cpu")
+
+    def forward(self, input_ids, past_key_values=None, use_cache=False, **kwargs):
+        assert past_key_values is None, "BigramLM keeps no cache"
+        return SimpleNamespace(logits=self.table[input_ids])
+
+    def sequence_probs(self, prompt_last: int, length: int, temperature: float) -> dict:
+        """Exact probability of every continuation of ``length`` tokens when sampling at ``temperature``."""
+        probs = torch.softmax(self.table / temperature, dim=-1)
+        out = {(): 1.0}
+        for _ in range(length):
+            out = {seq + (y,): pr * float(probs[seq[-1] if seq else prompt_last, y])
+                   for seq, pr in out.items() for y in range(self.table.shape[0])}
+        return out
