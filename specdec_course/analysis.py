@@ -83,3 +83,20 @@ def format_report(report: dict) -> str:
     lines.append(f"time per token (median, KV cache): draft {report['draft_ms_per_token']:.1f} ms, target "
                  f"{report['target_ms_per_token']:.1f} ms  ->  c = {report['c']:.3f} (1/c = {1 / report['c']:.1f})")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the cost model
+def expected_tokens_per_step(alpha: float, tau: int) -> float:
+    """E[tokens per target pass] = (1 − α^{τ+1}) / (1 − α) if each draft is accepted independently with probability α
+    (n accepted drafts plus the target's own token; τ + 1 when α = 1)."""
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if alpha == 1:
+        return float(tau + 1)
+    return (1 - alpha ** (tau + 1)) / (1 - alpha)
+
+
+def expected_speedup(alpha: float, tau: int, c: float, verify_ratio: float) -> float:
+    """Speedup over target-only decoding: E[tokens per step] / (τ·c + T(τ+1)/T(1)),
+    with c = draft/target time per token and verify_ratio = T(τ+1)/T(1) measured on the machine."""
+    return expected_tokens_per_step(alpha, tau) / (tau * c + verify_ratio)

@@ -103,3 +103,50 @@ def check_greedy_generate(fn) -> None:
                 raise CheckFailed(f"model #{seed}: the forward passes saw {log.lengths} new tokens; with a KV cache, "
                                   "only the first pass reads the prompt and each later pass feeds ONE token")
     passed("greedy_generate matches the reference on 6 random models (0, 1 and 7 new tokens) and uses the KV cache")
+
+
+# --------------------------------------------------------------------------- exercise 08
+def check_draft_agreement(fn) -> None:
+    """fn(draft, input_ids, target_tokens) -> fraction of target tokens the draft's argmax predicts (teacher forcing)."""
+    from .analysis import greedy_agreement
+
+    for seed, model, prompt in _cases(4):
+        target_tokens = autoregressive_generate(model, prompt, 8).tokens
+        draft = tiny_llama(seed + 50, vocab_size=model.config.vocab_size, peaked=2.0)
+        for tokens in (target_tokens, autoregressive_generate(draft, prompt, 8).tokens):
+            expected = greedy_agreement(draft, prompt, tokens) / len(tokens)
+            got = float(_call(fn, draft, prompt, tokens))
+            if abs(got - expected) > 1e-9:
+                raise CheckFailed(f"model #{seed}, prompt {prompt[0].tolist()}, target tokens {tokens}: expected "
+                                  f"{expected:.3f}, got {got:.3f}. Feed prompt + target tokens in ONE pass; the logits at "
+                                  "position i predict token i + 1.")
+    passed("draft_agreement matches the reference (teacher-forced greedy agreement) on 8 cases")
+
+
+def check_expected_tokens(fn) -> None:
+    """fn(alpha, tau) -> (1 − α^{τ+1}) / (1 − α)."""
+    from .analysis import expected_tokens_per_step
+
+    for alpha in (0.0, 0.3, 0.5, 0.8, 0.99, 1.0):
+        for tau in (1, 2, 4, 8):
+            expected = expected_tokens_per_step(alpha, tau)
+            got = _call(fn, alpha, tau)
+            if got is None or abs(float(got) - expected) > 1e-6:
+                hint = " (at α = 1 every draft is accepted: τ + 1 tokens)" if alpha == 1 else ""
+                raise CheckFailed(f"alpha={alpha}, tau={tau}: expected {expected:.4f}, got {got}{hint}")
+    passed("expected_tokens_per_step is right for α in 0..1 and τ in 1..8")
+
+
+def check_distillation_loss(fn) -> None:
+    """fn(draft_logits (n, vocab), target_logits (n, vocab)) -> mean cross-entropy on the target's argmax."""
+    gen = torch.Generator().manual_seed(0)
+    for n, vocab in ((1, 5), (7, 11), (16, 64)):
+        draft_logits = torch.randn(n, vocab, generator=gen) * 2
+        target_logits = torch.randn(n, vocab, generator=gen) * 2
+        expected = float(torch.nn.functional.cross_entropy(draft_logits, target_logits.argmax(-1)))
+        got = _call(fn, draft_logits, target_logits)
+        got = float(got) if got is not None else None
+        if got is None or abs(got - expected) > 1e-4:
+            raise CheckFailed(f"{n} positions, vocabulary {vocab}: expected {expected:.4f}, got {got}. The label is the "
+                              "TARGET's argmax; the loss is −log softmax(draft logits)[label], averaged.")
+    passed("distillation_loss is the cross-entropy of the draft on the target's argmax labels")
