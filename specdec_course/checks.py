@@ -150,3 +150,96 @@ def check_distillation_loss(fn) -> None:
             raise CheckFailed(f"{n} positions, vocabulary {vocab}: expected {expected:.4f}, got {got}. The label is the "
                               "TARGET's argmax; the loss is −log softmax(draft logits)[label], averaged.")
     passed("distillation_loss is the cross-entropy of the draft on the target's argmax labels")
+
+
+# --------------------------------------------------------------------------- exercises 01-04
+def _pair_cases(n: int = 4):
+    for seed in range(n):
+        target = tiny_llama(seed, peaked=2.0)
+        draft = tiny_llama(seed + 30, peaked=2.0)
+        gen = torch.Generator().manual_seed(200 + seed)
+        prompt = torch.randint(2, 64, (1, 3 + seed), generator=gen)
+        yield seed, target, draft, prompt
+
+
+def check_draft_tokens(fn) -> None:
+    """fn(draft, input_ids, tau) -> list of τ greedy draft tokens."""
+    from .draft import draft_tokens
+
+    for seed, _, draft, prompt in _pair_cases():
+        for tau in (1, 3, 6):
+            expected = draft_tokens(draft, prompt, tau).tokens
+            got = _as_list(_call(fn, draft, prompt, tau))
+            if got != expected:
+                hint = ""
+                if len(set(got)) == 1 and len(set(expected)) > 1:
+                    hint = " All your tokens are the same: is each one conditioned on the draft tokens before it?"
+                raise CheckFailed(f"draft #{seed}, prompt {prompt[0].tolist()}, tau={tau}: expected {expected}, got {got}.{hint}")
+    passed("draft_tokens proposes the same greedy tokens as the reference (τ = 1, 3, 6 on 4 models)")
+
+
+def check_verify(fn) -> None:
+    """fn(target, input_ids, draft_ids) -> (τ+1, vocab) target probabilities, from ONE forward pass."""
+    from .verify import verify
+
+    for seed, target, draft, prompt in _pair_cases():
+        drafts = autoregressive_generate(draft, prompt, 4).tokens
+        expected = verify(target, prompt, drafts)
+        log = _ForwardLog(target)
+        try:
+            got = _call(fn, target, prompt, drafts)
+        finally:
+            log.close()
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(expected.shape):
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            raise CheckFailed(f"expected a tensor of shape {tuple(expected.shape)} (τ + 1 rows), got {shape}")
+        if not torch.allclose(got.float(), expected, atol=1e-4):
+            row = int((got.float() - expected).abs().amax(-1).argmax())
+            raise CheckFailed(f"model #{seed}: row {row} differs from the target's distribution after prompt + "
+                              f"{row} draft tokens. Did you apply softmax to the last τ + 1 positions?")
+        if len(log.lengths) != 1:
+            raise CheckFailed(f"model #{seed}: {len(log.lengths)} forward passes; verification must use ONE")
+    passed("verify returns the τ + 1 target distributions from one forward pass")
+
+
+def check_textbook_accept(fn) -> None:
+    """fn(p_tokens, q_tokens, r) -> n, the number of consecutively accepted drafts."""
+    from .accept import consecutive_accepted
+
+    cases = [([0.8, 0.5, 0.1, 0.6, 0.9], [0.6, 0.7, 0.4, 0.3, 0.5], [0.9, 0.6, 0.3, 0.1, 0.2]),
+             ([0.2, 0.9], [0.4, 0.1], [0.6, 0.0]), ([0.3, 0.3, 0.3], [0.3, 0.6, 0.9], [1.0, 0.5, 0.0]),
+             ([0.05], [0.5], [0.1])]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        cases.append(tuple(torch.rand(5, generator=gen).tolist() for _ in range(3)))
+    for p, q, r in cases:
+        expected = consecutive_accepted([pt >= qt or rt <= pt / qt for pt, qt, rt in zip(p, q, r)])
+        got = _call(fn, list(p), list(q), list(r))
+        if got != expected:
+            raise CheckFailed(f"p={[round(x, 2) for x in p]}, q={[round(x, 2) for x in q]}, r={[round(x, 2) for x in r]}: "
+                              f"expected n = {expected}, got {got}. Accept if p ≥ q, else if r ≤ p/q; stop at the first rejection.")
+    passed("textbook_accept counts the consecutive accepted drafts on 24 cases")
+
+
+def check_greedy_correction(fn) -> None:
+    """fn(p, n) -> the target's argmax at row n."""
+    gen = torch.Generator().manual_seed(1)
+    for tau in (1, 3, 5):
+        p = torch.softmax(torch.randn(tau + 1, 20, generator=gen) * 3, -1)
+        for n in range(tau + 1):
+            got = _call(fn, p, n)
+            got = int(got) if got is not None else None
+            if got != int(p[n].argmax()):
+                raise CheckFailed(f"tau={tau}, n={n}: expected token {int(p[n].argmax())} (argmax of the target's row n), got {got}")
+    passed("greedy_correction takes the target's argmax right after the accepted drafts")
+
+
+def check_sequence_after_step(fn) -> None:
+    """fn(prefix, drafts, n, correction) -> prefix + drafts[:n] + [correction]."""
+    cases = [([5, 6], [7, 8, 9], 2, 4), ([1], [2, 3], 0, 9), ([1, 2, 3], [4, 5], 2, 6), ([8], [], 0, 3)]
+    for prefix, drafts, n, correction in cases:
+        expected = prefix + drafts[:n] + [correction]
+        got = _as_list(_call(fn, list(prefix), list(drafts), n, correction))
+        if got != expected:
+            raise CheckFailed(f"prefix {prefix}, drafts {drafts}, n={n}, correction {correction}: expected {expected}, got {got}")
+    passed("sequence_after_step: prefix, then the n accepted drafts, then the correction token")

@@ -136,3 +136,49 @@ def test_check_reports_crashes_clearly():
 def test_reference_passes_its_own_check():
     checks.check_greedy_generate(lambda m, ids, n: autoregressive_generate(m, ids, n).tokens)
     checks.check_greedy_next_token(lambda m, ids: torch.argmax(m(ids).logits[0, -1]))
+
+
+def test_check_draft_tokens_catches_the_prefix_only_bug():
+    def prefix_only(draft, ids, tau):
+        token = int(draft(ids).logits[0, -1].argmax())
+        return [token] * tau
+
+    with pytest.raises(checks.CheckFailed, match="conditioned on the draft tokens before it"):
+        checks.check_draft_tokens(prefix_only)
+
+
+def test_check_verify_demands_one_pass():
+    from specdec_course.verify import verify
+
+    def sequential(target, ids, drafts):
+        rows = [torch.softmax(target(torch.cat([ids, torch.tensor([drafts[:t]], dtype=torch.long)], 1)).logits[0, -1], -1)
+                for t in range(len(drafts) + 1)]
+        return torch.stack(rows)
+
+    with pytest.raises(checks.CheckFailed, match="ONE"):
+        checks.check_verify(sequential)
+    with pytest.raises(checks.CheckFailed, match="shape"):
+        checks.check_verify(lambda t, ids, d: verify(t, ids, d)[:-1])
+    checks.check_verify(lambda t, ids, d: verify(t, ids, d))
+
+
+def test_check_textbook_accept_catches_counting_every_acceptance():
+    def counts_all(p, q, r):
+        return sum(pt >= qt or rt <= pt / qt for pt, qt, rt in zip(p, q, r))
+
+    with pytest.raises(checks.CheckFailed, match="first rejection"):
+        checks.check_textbook_accept(counts_all)
+
+
+def test_check_correction_and_sequence_catch_off_by_one():
+    with pytest.raises(checks.CheckFailed, match="argmax of the target's row n"):
+        checks.check_greedy_correction(lambda p, n: int(p[max(n - 1, 0)].argmax()))
+    with pytest.raises(checks.CheckFailed, match="expected"):
+        checks.check_sequence_after_step(lambda prefix, drafts, n, c: prefix + drafts[: n + 1] + [c])
+
+
+def test_check_08_functions_catch_mistakes():
+    with pytest.raises(checks.CheckFailed, match="α = 1"):
+        checks.check_expected_tokens(lambda a, tau: (1 - a ** (tau + 1)) / (1 - a) if a < 1 else tau)
+    with pytest.raises(checks.CheckFailed, match="TARGET's argmax"):
+        checks.check_distillation_loss(lambda d, t: torch.nn.functional.cross_entropy(d, d.argmax(-1)))
