@@ -2,6 +2,7 @@
 
     demo        load the real target model and generate an answer in the terminal
     acceptance  measure the draft's greedy acceptance rate alpha and cost ratio c
+    bench       speed of target-only vs speculative greedy decoding, without and with KV caches
     exercises   regenerate exercises/ from solutions/ (--check: only compare)
 """
 from __future__ import annotations
@@ -64,6 +65,29 @@ def cmd_acceptance(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    import json
+
+    from .benchmark import format_table, run_benchmark
+    from .models import describe_machine, load_pair
+
+    taus = [1, 2, 4] if args.quick and args.taus is None else (args.taus or list(range(1, 9)))
+    if any(t < 1 for t in taus):
+        raise ValueError(f"--taus must all be at least 1, got {taus}")
+    max_new = args.max_new_tokens or (48 if args.quick else 96)
+    target, draft, tokenizer = load_pair(device=args.device)
+    machine = describe_machine(target.device)
+    print(f"machine: {machine}")
+    report = run_benchmark(target, draft, tokenizer, taus=taus, max_new_tokens=max_new, progress=False)
+    report["machine"] = machine
+    print(format_table(report))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_exercises(args) -> int:
     from .exercises import generate
 
@@ -95,6 +119,14 @@ def main(argv=None) -> int:
     acc.add_argument("--draft", default=None, help="draft name or folder (default: the course's distilled draft)")
     acc.add_argument("--device", default=None)
     acc.set_defaults(run=cmd_acceptance)
+
+    bench = sub.add_parser("bench", help="tokens/s of target-only vs speculative decoding, with and without KV caches")
+    bench.add_argument("--quick", action="store_true", help="tau in 1, 2, 4 and 48 new tokens")
+    bench.add_argument("--taus", type=int, nargs="*", default=None)
+    bench.add_argument("--max-new-tokens", type=int, default=None)
+    bench.add_argument("--json", default=None)
+    bench.add_argument("--device", default=None)
+    bench.set_defaults(run=cmd_bench)
 
     ex = sub.add_parser("exercises", help="regenerate exercises/ from solutions/")
     ex.add_argument("--check", action="store_true", help="only compare; exit 1 if exercises/ is out of date")

@@ -243,3 +243,38 @@ def check_sequence_after_step(fn) -> None:
         if got != expected:
             raise CheckFailed(f"prefix {prefix}, drafts {drafts}, n={n}, correction {correction}: expected {expected}, got {got}")
     passed("sequence_after_step: prefix, then the n accepted drafts, then the correction token")
+
+
+# --------------------------------------------------------------------------- exercise 05
+def check_rollback(fn) -> None:
+    """fn(layers, length) -> the per-layer (keys, values) with only the first ``length`` positions kept."""
+    gen = torch.Generator().manual_seed(5)
+    for n_layers, total in ((1, 4), (3, 9)):
+        layers = [(torch.randn(1, 2, total, 4, generator=gen), torch.randn(1, 2, total, 4, generator=gen)) for _ in range(n_layers)]
+        for length in range(total + 1):
+            got = _call(fn, [(k.clone(), v.clone()) for k, v in layers], length)
+            if got is None or len(got) != n_layers:
+                raise CheckFailed(f"{n_layers} layers in, expected {n_layers} (keys, values) pairs out, got {got if got is None else len(got)}")
+            for index, ((k, v), (gk, gv)) in enumerate(zip(layers, got)):
+                if tuple(gk.shape) != (1, 2, length, 4) or tuple(gv.shape) != (1, 2, length, 4):
+                    raise CheckFailed(f"rolling {total} positions back to {length}: layer {index} has shapes "
+                                      f"{tuple(gk.shape)}, {tuple(gv.shape)}; expected (1, 2, {length}, 4). The sequence "
+                                      "axis is dimension 2.")
+                if not (torch.equal(gk, k[:, :, :length]) and torch.equal(gv, v[:, :, :length])):
+                    raise CheckFailed(f"rolling back to {length}: layer {index} does not keep the FIRST {length} positions")
+    passed("rollback keeps exactly the first `length` positions of every layer's keys and values")
+
+
+def check_kv_bytes(fn) -> None:
+    """fn(config, bytes_per_element) -> KV-cache bytes per token."""
+    from types import SimpleNamespace
+
+    for layers, heads, kv_heads, hidden, size in ((30, 9, 3, 576, 4), (2, 4, 2, 32, 2), (32, 32, 8, 4096, 2)):
+        config = SimpleNamespace(num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                                 hidden_size=hidden, head_dim=hidden // heads)
+        expected = 2 * layers * kv_heads * (hidden // heads) * size
+        got = _call(fn, config, size)
+        if got != expected:
+            raise CheckFailed(f"{layers} layers, {kv_heads} KV heads of size {hidden // heads}, {size} bytes per element: "
+                              f"expected {expected}, got {got}. Keys AND values, for KV heads (not query heads).")
+    passed("kv_bytes_per_token = 2 × layers × kv_heads × head_dim × bytes per element")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .accept import accept, check_rule
-from .cache import cache_length, new_cache, rollback
+from .cache import CACHE_KINDS, cache_length, check_cache_matches, default_cache_kind, new_cache, rollback
 from .correction import correction_token
 from .draft import draft_tokens
 from .generation import as_input_ids, check_max_new_tokens, check_temperature, decode, make_generator, sync
@@ -106,12 +106,17 @@ def check_tau(tau) -> int:
 @torch.no_grad()
 def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau: int = 4, rule: str = "greedy",
                          temperature: float = 0.0, seed: int | None = None, use_cache: bool = True,
-                         eos_token_id: int | None = None, tokenizer=None) -> SpecResult:
+                         eos_token_id: int | None = None, tokenizer=None, cache_kind: str | None = None,
+                         debug: bool = False) -> SpecResult:
     """Generate up to ``max_new_tokens`` tokens with the target, τ draft tokens per target pass.
 
     rule "greedy" (temperature 0): output identical to the target's greedy decoding.
     rule "sampling" (temperature > 0): output distributed exactly as the target's sampling at that temperature.
     rule "textbook": greedy drafts, accept if p ≥ q or r ≤ p/q, correct with the target's argmax.
+
+    ``use_cache``: keep a KV cache per model for the whole generation, rolled back after every step
+    (``cache_kind`` "dynamic" or "static"; default static on CUDA, dynamic elsewhere); False recomputes
+    everything each step. ``debug``: after every step, assert both caches hold exactly the kept tokens.
     """
     check_rule(rule)
     tau = check_tau(tau)
@@ -129,8 +134,13 @@ def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau: 
     generator = make_generator(seed) if seed is not None else None
     draft_temperature = temperature if rule == "sampling" else 0.0
 
-    target_cache = new_cache(target) if use_cache else None
-    draft_cache = new_cache(draft) if use_cache else None
+    if cache_kind is None:
+        cache_kind = default_cache_kind(ids.device)
+    if cache_kind not in CACHE_KINDS:
+        raise ValueError(f"unknown cache_kind {cache_kind!r}: use one of {', '.join(map(repr, CACHE_KINDS))}")
+    capacity = ids.shape[1] + max_new_tokens + tau + 1
+    target_cache = new_cache(target, cache_kind, capacity) if use_cache else None
+    draft_cache = new_cache(draft, cache_kind, capacity) if use_cache else None
     sequence, tokens, steps = ids, [], []
     start = time.perf_counter()
     while len(tokens) < max_new_tokens:
@@ -162,5 +172,11 @@ def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau: 
         sequence = torch.cat([sequence, torch.tensor([emitted], device=ids.device)], dim=1)
         if eos_token_id is not None and emitted[-1] == eos_token_id:
             break
+        if debug and use_cache:
+            # invariants: each cache holds exactly the tokens its model has consumed, all of them kept ones
+            assert cache_length(target_cache) == kept == sequence.shape[1] - 1, "target cache out of step"
+            assert cache_length(draft_cache) <= kept, "draft cache holds a rejected token"
+            check_cache_matches(target, target_cache, sequence)
+            check_cache_matches(draft, draft_cache, sequence)
     return SpecResult(tokens=tokens, text=decode(tokenizer, tokens), steps=steps,
                       total_time=time.perf_counter() - start, prompt_length=ids.shape[1])

@@ -65,3 +65,17 @@ def test_headless_lab_serves_the_course():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.real
+def test_bench_prints_the_ratio_table_and_the_identity_check(target, tmp_path):
+    out_json = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "specdec_course", "bench", "--taus", "2", "--max-new-tokens", "8",
+                          "--json", str(out_json)], capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "target only (KV cache)" in run.stdout and "static cache" in run.stdout and "no cache" in run.stdout
+    assert "all outputs identical to target greedy: True" in run.stdout
+    import json
+
+    report = json.loads(out_json.read_text())
+    assert len(report["rows"]) == 4 and all(r["identical"] for r in report["rows"])
