@@ -71,14 +71,17 @@ def cmd_bench(args) -> int:
     from .benchmark import format_table, run_benchmark
     from .models import describe_machine, load_pair
 
-    taus = [1, 2, 4] if args.quick and args.taus is None else (args.taus or list(range(1, 9)))
+    taus = args.taus or list(range(1, 9))
     if any(t < 1 for t in taus):
         raise ValueError(f"--taus must all be at least 1, got {taus}")
     max_new = args.max_new_tokens or (48 if args.quick else 96)
     target, draft, tokenizer = load_pair(device=args.device)
     machine = describe_machine(target.device)
     print(f"machine: {machine}")
-    report = run_benchmark(target, draft, tokenizer, taus=taus, max_new_tokens=max_new, progress=False)
+    from .benchmark import BENCH_PROMPTS
+
+    report = run_benchmark(target, draft, tokenizer, taus=taus, max_new_tokens=max_new, progress=False,
+                           prompts=BENCH_PROMPTS[:2] if args.quick else BENCH_PROMPTS)
     report["machine"] = machine
     print(format_table(report))
     if args.json:
@@ -121,7 +124,7 @@ def main(argv=None) -> int:
     acc.set_defaults(run=cmd_acceptance)
 
     bench = sub.add_parser("bench", help="tokens/s of target-only vs speculative decoding, with and without KV caches")
-    bench.add_argument("--quick", action="store_true", help="tau in 1, 2, 4 and 48 new tokens")
+    bench.add_argument("--quick", action="store_true", help="2 prompts and 48 new tokens each (default: 3 prompts, 96)")
     bench.add_argument("--taus", type=int, nargs="*", default=None)
     bench.add_argument("--max-new-tokens", type=int, default=None)
     bench.add_argument("--json", default=None)
