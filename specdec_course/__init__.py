@@ -1,6 +1,6 @@
 """specdec_course: speculative decoding, built step by step on a real pretrained model."""
-from .models import (attach_tokenizer, cache_dir, chat_prompt, check_pair, describe_machine, get_device, load_draft,
-                     load_pair, load_target, tiny_llama)
+from .models import (attach_tokenizer, cache_dir, chat_prompt, check_pair, column_major_output_layer, describe_machine,
+                     get_device, load_draft, load_pair, load_target, tiny_llama)
 from .generation import GenerationResult, autoregressive_generate, forward_time
 from .draft import Draft, draft_tokens
 from .verify import verify, verify_logits
@@ -12,7 +12,7 @@ __all__ = [
     "Acceptance", "Draft", "SpecResult", "StepTrace", "accept", "consecutive_accepted", "correction_token", "draft_tokens",
     "residual", "speculative_generate", "verify", "verify_logits",
     "GenerationResult", "attach_tokenizer", "autoregressive_generate", "cache_dir", "chat_prompt", "check_pair",
-    "load_draft", "load_pair",
+    "column_major_output_layer", "load_draft", "load_pair",
     "describe_machine", "forward_time", "get_device", "load_target", "quick_mode", "tiny_llama",
 ]
 

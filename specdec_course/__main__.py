@@ -68,20 +68,21 @@ def cmd_acceptance(args) -> int:
 def cmd_bench(args) -> int:
     import json
 
-    from .benchmark import format_table, run_benchmark
+    from .benchmark import bench_prompts, format_table, run_benchmark
     from .models import describe_machine, load_pair
 
     taus = args.taus or list(range(1, 9))
     if any(t < 1 for t in taus):
         raise ValueError(f"--taus must all be at least 1, got {taus}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     max_new = args.max_new_tokens or (48 if args.quick else 96)
+    prompts = _read_prompts(args.prompts) if args.prompts else bench_prompts(quick=args.quick)
     target, draft, tokenizer = load_pair(device=args.device)
     machine = describe_machine(target.device)
     print(f"machine: {machine}")
-    from .benchmark import BENCH_PROMPTS
-
-    report = run_benchmark(target, draft, tokenizer, taus=taus, max_new_tokens=max_new, progress=False,
-                           prompts=BENCH_PROMPTS[:2] if args.quick else BENCH_PROMPTS)
+    print(f"{len(prompts)} prompts x {max_new} new tokens, tau in {taus}")
+    report = run_benchmark(target, draft, tokenizer, taus=taus, max_new_tokens=max_new, progress=False, prompts=prompts)
     report["machine"] = machine
     print(format_table(report))
     if args.json:
@@ -124,7 +125,9 @@ def main(argv=None) -> int:
     acc.set_defaults(run=cmd_acceptance)
 
     bench = sub.add_parser("bench", help="tokens/s of target-only vs speculative decoding, with and without KV caches")
-    bench.add_argument("--quick", action="store_true", help="2 prompts and 48 new tokens each (default: 3 prompts, 96)")
+    bench.add_argument("--quick", action="store_true",
+                       help="the first 4 held-out prompts, 48 new tokens each (default: the first 8, 96 tokens)")
+    bench.add_argument("--prompts", default=None, help="a JSON file with a list of prompts (default: held-out prompts)")
     bench.add_argument("--taus", type=int, nargs="*", default=None)
     bench.add_argument("--max-new-tokens", type=int, default=None)
     bench.add_argument("--json", default=None)

@@ -11,23 +11,36 @@ from .generation import autoregressive_generate
 from .models import chat_prompt
 from .speculative import speculative_generate
 
-BENCH_PROMPTS = ["Explain in simple words why the sky is blue.", "Give me three tips for a job interview.",
-                 "Write a short story about a lighthouse keeper."]
+QUICK_PROMPTS, FULL_PROMPTS = 4, 8  # the first held-out prompts: never used to train the draft, not picked by hand
+
+
+def bench_prompts(quick: bool = False) -> list[str]:
+    """The benchmark's default prompts: the first 4 (quick) or 8 prompts of the held-out split."""
+    from .distill import load_prompts
+
+    return load_prompts("heldout")[: QUICK_PROMPTS if quick else FULL_PROMPTS]
+
+
+def _target_only(target, ids, max_new_tokens, eos):
+    start = time.perf_counter()
+    results = [autoregressive_generate(target, x, max_new_tokens, eos_token_id=eos) for x in ids]
+    return results, time.perf_counter() - start
 
 
 def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens: int = 96, prompts=None,
                   kinds=("none", "dynamic", "static"), progress: bool = True) -> dict:
-    prompts = list(prompts or BENCH_PROMPTS)
+    """Decode ``prompts`` (default: ``bench_prompts()``) with every configuration, one after another in one run.
+
+    Target-only greedy decoding is timed first and again last; the mean of the two is the baseline of every
+    ratio, and both are reported, so a machine that drifts during the run shows it.
+    """
+    prompts = list(prompts or bench_prompts())
     ids = [chat_prompt(tokenizer, p) for p in prompts]
     eos = tokenizer.eos_token_id
     speculative_generate(target, draft, ids[0], 8, tau=2)  # warm-up
-    start = time.perf_counter()
-    baseline = [autoregressive_generate(target, x, max_new_tokens, eos_token_id=eos) for x in ids]
-    base_time = time.perf_counter() - start
+    baseline, first_time = _target_only(target, ids, max_new_tokens, eos)
     n_tokens = sum(len(r.tokens) for r in baseline)
-    base_tps = n_tokens / base_time
-    rows = [{"config": "target only (KV cache)", "tau": None, "tokens_per_s": base_tps, "ratio": 1.0, "identical": True,
-             "alpha": None, "tokens_per_pass": 1.0}]
+    rows = []
     for tau in taus:
         for kind in kinds:
             start = time.perf_counter()
@@ -37,15 +50,22 @@ def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens:
             tokens = sum(len(r.tokens) for r in results)
             passes = sum(r.target_passes for r in results)
             drafted = sum(r.drafted for r in results)
-            row = {"config": f"speculative, {'no cache' if kind == 'none' else kind + ' cache'}", "tau": tau,
-                   "tokens_per_s": tokens / elapsed, "ratio": (tokens / elapsed) / base_tps,
-                   "identical": all(r.tokens == b.tokens for r, b in zip(results, baseline)),
-                   "alpha": sum(s.n_accepted for r in results for s in r.steps) / max(drafted, 1),
-                   "tokens_per_pass": tokens / max(passes, 1)}
-            rows.append(row)
+            rows.append({"config": f"speculative, {'no cache' if kind == 'none' else kind + ' cache'}", "tau": tau,
+                         "tokens_per_s": tokens / elapsed,
+                         "identical": all(r.tokens == b.tokens for r, b in zip(results, baseline)),
+                         "alpha": sum(s.n_accepted for r in results for s in r.steps) / max(drafted, 1),
+                         "tokens_per_pass": tokens / max(passes, 1)})
             if progress:
-                print(format_row(row), flush=True)
-    return {"prompts": prompts, "max_new_tokens": max_new_tokens, "tokens": n_tokens, "rows": rows}
+                print(f"{rows[-1]['config']:28s} tau={tau}: {rows[-1]['tokens_per_s']:.1f} tokens/s", flush=True)
+    again, last_time = _target_only(target, ids, max_new_tokens, eos)
+    base_tps = n_tokens / ((first_time + last_time) / 2)
+    for row in rows:
+        row["ratio"] = row["tokens_per_s"] / base_tps
+    rows.insert(0, {"config": "target only (KV cache)", "tau": None, "tokens_per_s": base_tps, "ratio": 1.0,
+                    "identical": all(r.tokens == b.tokens for r, b in zip(again, baseline)), "alpha": None,
+                    "tokens_per_pass": 1.0})
+    return {"prompts": prompts, "max_new_tokens": max_new_tokens, "tokens": n_tokens, "rows": rows,
+            "target_only_tokens_per_s": {"first run": n_tokens / first_time, "last run": n_tokens / last_time}}
 
 
 def format_row(row: dict) -> str:
@@ -60,6 +80,10 @@ def format_table(report: dict) -> str:
     lines = [head] + [format_row(r) for r in report["rows"]]
     best = max(report["rows"][1:], key=lambda r: r["ratio"])
     lines.append("")
+    drift = report.get("target_only_tokens_per_s")
+    if drift:
+        lines.append(f"target only: {drift['first run']:.1f} tokens/s at the start of the run, {drift['last run']:.1f} at the end "
+                     "(the ratios use their mean)")
     lines.append(f"best: {best['config']}, tau={best['tau']}: {best['ratio']:.2f}x target-only greedy; "
                  f"all outputs identical to target greedy: {all(r['identical'] for r in report['rows'])}")
     return "\n".join(lines)

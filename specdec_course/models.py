@@ -296,6 +296,22 @@ def default_draft_dir() -> Path:
     return folder
 
 
+def column_major_output_layer(model) -> None:
+    """Keep the output layer's weight W (vocab × hidden) in column-major memory order: same numbers, faster on a CPU.
+
+    logits = h · Wᵀ. For one token at a time this is a matrix-vector product, and on the course's 2-core CPU
+    MKL does it about 3x faster when W lies in memory as its transpose (hidden × vocab): 1.4 ms instead of
+    4.6 ms for the draft's 49152 × 192 layer, which is most of a small draft's time per token. The output
+    layer gets its own column-major copy (the input embedding keeps the original), so the logits are unchanged
+    and the model still saves with ``save_pretrained``.
+    """
+    head = model.get_output_embeddings()
+    weight = head.weight.detach()
+    if weight.t().is_contiguous():
+        return
+    head.weight = torch.nn.Parameter(weight.t().contiguous().t(), requires_grad=head.weight.requires_grad)
+
+
 def load_draft(name_or_path: str | os.PathLike | None = None, *, device=None, dtype=None, verbose: bool = True):
     """Load the draft model (eval mode). With no name, the course's distilled draft for SmolLM2-135M-Instruct."""
     from transformers import AutoModelForCausalLM
@@ -308,8 +324,10 @@ def load_draft(name_or_path: str | os.PathLike | None = None, *, device=None, dt
     with _quiet_progress():
         model = _from_pretrained(AutoModelForCausalLM, source, "draft model", dtype=dtype)
     model.to(device).eval()
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6  # tied weights counted once
+    if torch.device(device).type == "cpu":
+        column_major_output_layer(model)
     if verbose:
-        n_params = sum(p.numel() for p in model.parameters()) / 1e6
         print(f"specdec_course: loaded {label} ({n_params:.1f}M parameters, {dtype}) on {device} in {time.perf_counter() - start:.1f} s")
     return model
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from specdec_course import distill as sc_distill
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
@@ -75,7 +77,17 @@ def test_bench_prints_the_ratio_table_and_the_identity_check(target, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "target only (KV cache)" in run.stdout and "static cache" in run.stdout and "no cache" in run.stdout
     assert "all outputs identical to target greedy: True" in run.stdout
+    assert "at the start of the run" in run.stdout  # target-only timed first and last, drift shown
     import json
 
     report = json.loads(out_json.read_text())
     assert len(report["rows"]) == 4 and all(r["identical"] for r in report["rows"])
+    assert report["prompts"] == sc_distill.load_prompts("heldout")[:8]  # held-out prompts, never trained on
+
+
+def test_bench_rejects_a_bad_prompt_file_before_loading_models(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    run = subprocess.run([sys.executable, "-m", "specdec_course", "bench", "--prompts", str(bad)],
+                         capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
+    assert run.returncode == 2 and "JSON list of non-empty strings" in run.stderr
