@@ -41,9 +41,15 @@ def _read_prompts(path) -> list[str]:
     return prompts
 
 
-def cmd_acceptance(args) -> int:
+def _write_json(path, report: dict) -> None:
     import json
 
+    with open(path, "w") as handle:
+        json.dump(report, handle, indent=1)
+    print(f"wrote {path}")
+
+
+def cmd_acceptance(args) -> int:
     from .analysis import acceptance_report, format_report
     from .distill import load_prompts
     from .models import describe_machine, load_pair
@@ -59,15 +65,11 @@ def cmd_acceptance(args) -> int:
     if args.json:
         report["machine"] = machine
         report["max_new_tokens"] = args.max_new_tokens
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=1)
-        print(f"wrote {args.json}")
+        _write_json(args.json, report)
     return 0
 
 
 def cmd_bench(args) -> int:
-    import json
-
     from .benchmark import bench_prompts, format_table, run_benchmark
     from .models import describe_machine, load_pair
 
@@ -86,9 +88,7 @@ def cmd_bench(args) -> int:
     report["machine"] = machine
     print(format_table(report))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=1)
-        print(f"wrote {args.json}")
+        _write_json(args.json, report)
     return 0
 
 
