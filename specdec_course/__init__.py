@@ -1,5 +1,6 @@
 """specdec_course: speculative decoding, built step by step on a real pretrained model."""
-from .models import (attach_tokenizer, cache_dir, chat_prompt, check_pair, column_major_output_layer, describe_machine,
+from .kernels import KERNEL_PATHS, choose_kernels, column_major_output_layer, kernel_path, pass_times, use_kernels
+from .models import (attach_tokenizer, cache_dir, chat_prompt, check_pair, describe_machine,
                      get_device, load_draft, load_pair, load_target, tiny_llama)
 from .generation import GenerationResult, autoregressive_generate, forward_time
 from .draft import Draft, draft_tokens
@@ -13,6 +14,7 @@ __all__ = [
     "residual", "speculative_generate", "verify", "verify_logits",
     "GenerationResult", "attach_tokenizer", "autoregressive_generate", "cache_dir", "chat_prompt", "check_pair",
     "column_major_output_layer", "load_draft", "load_pair",
+    "KERNEL_PATHS", "choose_kernels", "kernel_path", "pass_times", "use_kernels",
     "describe_machine", "forward_time", "get_device", "load_target", "quick_mode", "tiny_llama",
 ]
 

@@ -2,7 +2,7 @@
 
     demo        load the real target model and generate an answer in the terminal
     acceptance  measure the draft's greedy acceptance rate alpha and cost ratio c
-    bench       speed of target-only vs speculative greedy decoding, without and with KV caches
+    bench       cost curves and speed of target-only vs speculative greedy decoding, for each kernel path
     exercises   regenerate exercises/ from solutions/ (--check: only compare)
 """
 from __future__ import annotations
@@ -70,7 +70,8 @@ def cmd_acceptance(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .benchmark import bench_prompts, format_table, run_benchmark
+    from .benchmark import bench_prompts, format_kernel_report, kernel_benchmark
+    from .kernels import KERNEL_CHOICES
     from .models import describe_machine, load_pair
 
     taus = args.taus or list(range(1, 9))
@@ -78,15 +79,24 @@ def cmd_bench(args) -> int:
         raise ValueError(f"--taus must all be at least 1, got {taus}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    bad = [k for k in args.kernels if k not in KERNEL_CHOICES]
+    if bad:
+        raise ValueError(f"--kernels {' '.join(bad)}: use any of {', '.join(KERNEL_CHOICES)}")
+    bad = [k for k in args.kinds if k not in ("none", "dynamic", "static")]
+    if bad:
+        raise ValueError(f"--kinds {' '.join(bad)}: use any of none, dynamic, static")
     max_new = args.max_new_tokens or (48 if args.quick else 96)
     prompts = _read_prompts(args.prompts) if args.prompts else bench_prompts(quick=args.quick)
-    target, draft, tokenizer = load_pair(device=args.device)
+    target, draft, tokenizer = load_pair(device=args.device, dtype=args.dtype)
     machine = describe_machine(target.device)
     print(f"machine: {machine}")
-    print(f"{len(prompts)} prompts x {max_new} new tokens, tau in {taus}")
-    report = run_benchmark(target, draft, tokenizer, taus=taus, max_new_tokens=max_new, progress=False, prompts=prompts)
-    report["machine"] = machine
-    print(format_table(report))
+    print(f"{len(prompts)} prompts x {max_new} new tokens, {target.dtype}, kernels {' '.join(args.kernels)}, tau in {taus}, "
+          f"caches {' '.join(args.kinds)}")
+    report = kernel_benchmark(target, draft, tokenizer, kernels=args.kernels, taus=taus, max_new_tokens=max_new,
+                              prompts=prompts, kinds=args.kinds, progress=not args.no_progress)
+    report.update({"machine": machine, "dtype": str(target.dtype).replace("torch.", ""),
+                   "command": "python -m specdec_course " + " ".join(sys.argv[1:] if args.argv is None else args.argv)})
+    print(format_kernel_report(report))
     if args.json:
         _write_json(args.json, report)
     return 0
@@ -130,6 +140,11 @@ def main(argv=None) -> int:
     bench.add_argument("--prompts", default=None, help="a JSON file with a list of prompts (default: held-out prompts)")
     bench.add_argument("--taus", type=int, nargs="*", default=None)
     bench.add_argument("--max-new-tokens", type=int, default=None)
+    bench.add_argument("--kernels", nargs="+", default=["stock", "auto"],
+                       help="kernel paths to compare (auto = each model's measured choice; default: stock auto)")
+    bench.add_argument("--kinds", nargs="+", default=["dynamic", "static"], help="cache kinds: none dynamic static")
+    bench.add_argument("--dtype", default=None, help="float32 (default) or bfloat16 (where the hardware has it)")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.add_argument("--json", default=None)
     bench.add_argument("--device", default=None)
     bench.set_defaults(run=cmd_bench)
@@ -139,6 +154,7 @@ def main(argv=None) -> int:
     ex.set_defaults(run=cmd_exercises)
 
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return args.run(args)
     except (ValueError, TypeError, FileNotFoundError) as err:

@@ -2,12 +2,16 @@
 
 Every configuration decodes the same prompts in one run; the table gives tokens/s, the ratio to
 target-only greedy decoding (with its cache) and whether the output was identical to it.
+``kernel_benchmark`` repeats this for each matrix-multiply path (``specdec_course.kernels``) on the same
+model objects, with the cost curve T(k)/T(1) of each path and transformers' ``generate`` on the stock
+path as the outside reference.
 """
 from __future__ import annotations
 
 import time
 
 from .generation import autoregressive_generate
+from .kernels import DRAFT_KS
 from .models import chat_prompt
 from .speculative import speculative_generate
 
@@ -28,7 +32,7 @@ def _target_only(target, ids, max_new_tokens, eos):
 
 
 def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens: int = 96, prompts=None,
-                  kinds=("none", "dynamic", "static"), progress: bool = True) -> dict:
+                  kinds=("none", "dynamic", "static"), progress: bool = True, bar=None) -> dict:
     """Decode ``prompts`` (default: ``bench_prompts()``) with every configuration, one after another in one run.
 
     Target-only greedy decoding is timed first and again last; the mean of the two is the baseline of every
@@ -55,7 +59,9 @@ def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens:
                          "identical": all(r.tokens == b.tokens for r, b in zip(results, baseline)),
                          "alpha": sum(s.n_accepted for r in results for s in r.steps) / max(drafted, 1),
                          "tokens_per_pass": tokens / max(passes, 1)})
-            if progress:
+            if bar is not None:
+                bar.update(1)
+            elif progress:
                 print(f"{rows[-1]['config']:28s} tau={tau}: {rows[-1]['tokens_per_s']:.1f} tokens/s", flush=True)
     again, last_time = _target_only(target, ids, max_new_tokens, eos)
     base_tps = n_tokens / ((first_time + last_time) / 2)
@@ -86,4 +92,138 @@ def format_table(report: dict) -> str:
                      "(the ratios use their mean)")
     lines.append(f"best: {best['config']}, tau={best['tau']}: {best['ratio']:.2f}x target-only greedy; "
                  f"all outputs identical to target greedy: {all(r['identical'] for r in report['rows'])}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- kernel paths side by side
+def transformers_generate(model, ids, max_new_tokens, eos):
+    """transformers' own greedy ``generate`` on each prompt: (token lists, seconds)."""
+    import torch
+
+    start = time.perf_counter()
+    outputs = []
+    with torch.no_grad():
+        for x in ids:
+            out = model.generate(x.to(model.device), attention_mask=torch.ones_like(x).to(model.device),
+                                 max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=eos)
+            outputs.append(out[0, x.shape[1]:].tolist())
+    return outputs, time.perf_counter() - start
+
+
+def first_mismatch(model, ids, expected: list[list[int]], got: list[list[int]]):
+    """Where two greedy outputs first differ: prompt index, position and the target's top-2 logit margin there."""
+    import torch
+
+    for index, (x, a, b) in enumerate(zip(ids, expected, got)):
+        for i, (s, t) in enumerate(zip(a + [None], b + [None])):
+            if s != t:
+                context = torch.cat([x.reshape(1, -1), torch.tensor([a[:i]], dtype=torch.long)], dim=1).to(model.device)
+                with torch.no_grad():
+                    top2 = model(context).logits[0, -1].float().topk(2).values
+                return {"prompt": index, "position": i, "top2_margin": float(top2[0] - top2[1])}
+    return None
+
+
+def kernel_configs(target, draft, kernels=("stock", "auto")) -> list[tuple[str, str]]:
+    """(target path, draft path) for each name in ``kernels``; "auto" is the loaders' measured choice for each model."""
+    from .kernels import choose_kernels, kernel_path
+
+    configs = []
+    for name in kernels:
+        if name == "auto":
+            config = (choose_kernels(target, "auto"), choose_kernels(draft, "auto", ks=DRAFT_KS))
+        else:
+            config = (name, name)
+        if config not in configs:
+            configs.append(config)
+    return configs
+
+
+def kernel_benchmark(target, draft, tokenizer, *, kernels=("stock", "auto"), taus=range(1, 9), max_new_tokens: int = 48,
+                     prompts=None, kinds=("dynamic", "static"), cost_ks=range(1, 17), cost_repeats: int = 5,
+                     progress: bool = True) -> dict:
+    """For each kernel configuration, on the same two model objects: the cost curve, target-only and speculative speed.
+
+    1. T(k) of one cached target pass over k = 1 … 16 tokens on every available path, interleaved (median of repeats).
+    2. transformers' ``generate(do_sample=False)`` with the target on the stock path (the outside reference).
+    3. For each (target path, draft path): ``run_benchmark`` (target-only first and last, then every τ and cache kind).
+    The models are left on the loaders' choice ("auto").
+    """
+    from tqdm.auto import tqdm
+
+    from .kernels import available_paths, choose_kernels, pass_times, use_kernels
+
+    prompts = list(prompts or bench_prompts())
+    ids = [chat_prompt(tokenizer, p) for p in prompts]
+    eos = tokenizer.eos_token_id
+    configs = kernel_configs(target, draft, kernels)
+    paths = available_paths(target)
+    n_steps = len(paths) + 1 + len(configs) * len(list(taus)) * len(kinds)
+    bar = tqdm(total=n_steps, desc="bench", disable=not progress, leave=False)
+
+    cost = pass_times(target, paths, list(cost_ks), prefix_length=120, repeats=cost_repeats,
+                      min_rows=_min_rows(target, "mixed"))  # the paths take turns in every repeat
+    bar.update(len(paths))
+    use_kernels(target, "stock")
+    generated, seconds = transformers_generate(target, ids, max_new_tokens, eos)
+    bar.update(1)
+
+    blocks = []
+    for target_path, draft_path in configs:
+        use_kernels(target, target_path, min_rows=_min_rows(target, target_path))
+        use_kernels(draft, draft_path, min_rows=_min_rows(draft, draft_path, DRAFT_KS))
+        report = run_benchmark(target, draft, tokenizer, taus=taus, max_new_tokens=max_new_tokens, prompts=prompts,
+                               kinds=kinds, progress=False, bar=bar)
+        from .generation import autoregressive_generate
+
+        ours = [autoregressive_generate(target, x, max_new_tokens, eos_token_id=eos).tokens for x in ids]
+        report.update({"target_kernels": target_path, "draft_kernels": draft_path,
+                       "cost_ms": {k: 1000 * s for k, s in cost.get(target_path, {}).items()},
+                       "same_as_generate": ours == generated,
+                       "first_mismatch_with_generate": first_mismatch(target, ids, generated, ours)})
+        blocks.append(report)
+    bar.close()
+    choose_kernels(target, "auto")
+    choose_kernels(draft, "auto", ks=DRAFT_KS)
+    n_tokens = sum(len(g) for g in generated)
+    return {"prompts": prompts, "max_new_tokens": max_new_tokens,
+            "cost_ms": {p: {k: 1000 * s for k, s in by_k.items()} for p, by_k in cost.items()},
+            "transformers_generate": {"kernels": "stock", "tokens": n_tokens, "tokens_per_s": n_tokens / seconds},
+            "blocks": blocks}
+
+
+def _min_rows(model, path, ks=None):
+    """The "mixed" path's switch-over as the loader measured it (None for the other paths)."""
+    if path != "mixed":
+        return None
+    from .kernels import TARGET_KS, _read_choices, machine_key
+
+    record = _read_choices().get(f"{machine_key(model)} | k {','.join(map(str, ks or TARGET_KS))}") or {}
+    return record.get("min_rows") or 3
+
+
+def format_kernel_report(report: dict) -> str:
+    """The cost curves, then each kernel configuration's table, then the ratios the course cares about."""
+    cost = report["cost_ms"]
+    ks = sorted(next(iter(cost.values())), key=int)
+    lines = ["one cached target pass over k new tokens: T(1) and T(k)/T(1)",
+             f"{'path':18s} {'T(1) ms':>8s} " + " ".join(f"{'k=' + str(k):>5s}" for k in ks[1:])]
+    for path, by_k in cost.items():
+        t1 = by_k[ks[0]]
+        lines.append(f"{path:18s} {t1:8.1f} " + " ".join(f"{by_k[k] / t1:5.2f}" for k in ks[1:]))
+    gen = report["transformers_generate"]
+    lines += ["", f"transformers generate(do_sample=False), stock kernels: {gen['tokens_per_s']:.1f} tokens/s"]
+    for block in report["blocks"]:
+        lines += ["", f"== target kernels: {block['target_kernels']}, draft kernels: {block['draft_kernels']} ==",
+                  format_table(block)]
+        base = block["rows"][0]["tokens_per_s"]
+        mismatch = block["first_mismatch_with_generate"]
+        same = "same tokens" if block["same_as_generate"] else (
+            f"DIFFERENT tokens (prompt {mismatch['prompt']}, position {mismatch['position']}, "
+            f"target top-2 logit margin {mismatch['top2_margin']:.2g} there)" if mismatch else "DIFFERENT tokens")
+        lines.append(f"target-only on these kernels: {base / gen['tokens_per_s']:.2f}x transformers generate on stock ({same})")
+        by_k = cost.get(block["target_kernels"])
+        if by_k:
+            worst = max(by_k[k] / by_k[ks[0]] for k in ks if 2 <= int(k) <= 8)
+            lines.append(f"largest T(k)/T(1) for k = 2..8 on these kernels: {worst:.2f}")
     return "\n".join(lines)

