@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from .generation import autoregressive_generate
+from .generation import autoregressive_generate, mismatch_margin
 from .kernels import DRAFT_KS
 from .models import chat_prompt
 from .speculative import speculative_generate
@@ -112,21 +112,16 @@ def transformers_generate(model, ids, max_new_tokens, eos):
 
 def first_mismatch(model, ids, expected: list[list[int]], got: list[list[int]]):
     """Where two greedy outputs first differ: prompt index, position and the target's top-2 logit margin there."""
-    import torch
-
     for index, (x, a, b) in enumerate(zip(ids, expected, got)):
-        for i, (s, t) in enumerate(zip(a + [None], b + [None])):
-            if s != t:
-                context = torch.cat([x.reshape(1, -1), torch.tensor([a[:i]], dtype=torch.long)], dim=1).to(model.device)
-                with torch.no_grad():
-                    top2 = model(context).logits[0, -1].float().topk(2).values
-                return {"prompt": index, "position": i, "top2_margin": float(top2[0] - top2[1])}
+        position, margin = mismatch_margin(model, x, a, b)
+        if position is not None:
+            return {"prompt": index, "position": position, "top2_margin": margin}
     return None
 
 
 def kernel_configs(target, draft, kernels=("stock", "auto")) -> list[tuple[str, str]]:
     """(target path, draft path) for each name in ``kernels``; "auto" is the loaders' measured choice for each model."""
-    from .kernels import choose_kernels, kernel_path
+    from .kernels import choose_kernels
 
     configs = []
     for name in kernels:
@@ -151,7 +146,7 @@ def kernel_benchmark(target, draft, tokenizer, *, kernels=("stock", "auto"), tau
     """
     from tqdm.auto import tqdm
 
-    from .kernels import available_paths, choose_kernels, pass_times, use_kernels
+    from .kernels import available_paths, choose_kernels, pass_times, remembered_min_rows, use_kernels
 
     prompts = list(prompts or bench_prompts())
     ids = [chat_prompt(tokenizer, p) for p in prompts]
@@ -162,7 +157,7 @@ def kernel_benchmark(target, draft, tokenizer, *, kernels=("stock", "auto"), tau
     bar = tqdm(total=n_steps, desc="bench", disable=not progress, leave=False)
 
     cost = pass_times(target, paths, list(cost_ks), prefix_length=120, repeats=cost_repeats,
-                      min_rows=_min_rows(target, "mixed"))  # the paths take turns in every repeat
+                      min_rows=remembered_min_rows(target))  # the paths take turns in every repeat
     bar.update(len(paths))
     use_kernels(target, "stock")
     generated, seconds = transformers_generate(target, ids, max_new_tokens, eos)
@@ -170,12 +165,10 @@ def kernel_benchmark(target, draft, tokenizer, *, kernels=("stock", "auto"), tau
 
     blocks = []
     for target_path, draft_path in configs:
-        use_kernels(target, target_path, min_rows=_min_rows(target, target_path))
-        use_kernels(draft, draft_path, min_rows=_min_rows(draft, draft_path, DRAFT_KS))
+        use_kernels(target, target_path, min_rows=remembered_min_rows(target) if target_path == "mixed" else None)
+        use_kernels(draft, draft_path, min_rows=remembered_min_rows(draft, DRAFT_KS) if draft_path == "mixed" else None)
         report = run_benchmark(target, draft, tokenizer, taus=taus, max_new_tokens=max_new_tokens, prompts=prompts,
                                kinds=kinds, progress=False, bar=bar)
-        from .generation import autoregressive_generate
-
         ours = [autoregressive_generate(target, x, max_new_tokens, eos_token_id=eos).tokens for x in ids]
         report.update({"target_kernels": target_path, "draft_kernels": draft_path,
                        "cost_ms": {k: 1000 * s for k, s in cost.get(target_path, {}).items()},
@@ -190,16 +183,6 @@ def kernel_benchmark(target, draft, tokenizer, *, kernels=("stock", "auto"), tau
             "cost_ms": {p: {k: 1000 * s for k, s in by_k.items()} for p, by_k in cost.items()},
             "transformers_generate": {"kernels": "stock", "tokens": n_tokens, "tokens_per_s": n_tokens / seconds},
             "blocks": blocks}
-
-
-def _min_rows(model, path, ks=None):
-    """The "mixed" path's switch-over as the loader measured it (None for the other paths)."""
-    if path != "mixed":
-        return None
-    from .kernels import TARGET_KS, _read_choices, machine_key
-
-    record = _read_choices().get(f"{machine_key(model)} | k {','.join(map(str, ks or TARGET_KS))}") or {}
-    return record.get("min_rows") or 3
 
 
 def format_kernel_report(report: dict) -> str:

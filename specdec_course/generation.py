@@ -151,6 +151,21 @@ def autoregressive_generate(model, input_ids, max_new_tokens: int, *, temperatur
     return GenerationResult(tokens=tokens, text=decode(tokenizer, tokens), token_times=times, prompt_length=ids.shape[1])
 
 
+@torch.no_grad()
+def mismatch_margin(model, prompt_ids, expected: list[int], got: list[int]):
+    """Where two greedy outputs first differ: (position, the model's top-2 logit margin there), else (None, None).
+
+    A tiny margin means a near tie, where a pass over k tokens may round the other way than k one-token passes;
+    a large one means a real bug. A length difference counts as a difference at the shorter one's end.
+    """
+    for i, (a, b) in enumerate(zip(expected + [None], got + [None])):
+        if a != b:
+            context = torch.cat([prompt_ids.reshape(1, -1).cpu(), torch.tensor([expected[:i]], dtype=torch.long)], dim=1)
+            top2 = model(context.to(model.device)).logits[0, -1].float().topk(2).values
+            return i, float(top2[0] - top2[1])
+    return None, None
+
+
 # --------------------------------------------------------------------------- the cost of one forward pass
 @torch.no_grad()
 def forward_time(model, prefix_length: int, k: int, *, repeats: int = 5, seed: int = 0) -> float:

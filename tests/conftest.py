@@ -15,12 +15,6 @@ def target():
 
 def first_mismatch_margin(model, prompt_ids, expected, got):
     """Where two greedy token lists first differ, the target's top-2 logit margin there (a near tie or a bug?)."""
-    import torch
+    from specdec_course.generation import mismatch_margin
 
-    for i, (a, b) in enumerate(zip(expected, got)):
-        if a != b:
-            context = torch.cat([prompt_ids.reshape(1, -1), torch.tensor([expected[:i]], dtype=torch.long)], dim=1)
-            with torch.no_grad():
-                top2 = model(context.to(model.device)).logits[0, -1].float().topk(2).values
-            return i, float(top2[0] - top2[1])
-    return None, None
+    return mismatch_margin(model, prompt_ids, list(expected), list(got))
