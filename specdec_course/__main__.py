@@ -54,7 +54,7 @@ def cmd_acceptance(args) -> int:
     from .distill import load_prompts
     from .models import describe_machine, load_pair
 
-    prompts = _read_prompts(args.prompts) if args.prompts else load_prompts("heldout")
+    prompts = _read_prompts(args.prompts) if args.prompts else load_prompts(args.split)
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     target, draft, tokenizer = load_pair(args.target, args.draft, device=args.device)
@@ -86,7 +86,7 @@ def cmd_bench(args) -> int:
     if bad:
         raise ValueError(f"--kinds {' '.join(bad)}: use any of none, dynamic, static")
     max_new = args.max_new_tokens or (48 if args.quick else 96)
-    prompts = _read_prompts(args.prompts) if args.prompts else bench_prompts(quick=args.quick)
+    prompts = _read_prompts(args.prompts) if args.prompts else bench_prompts(quick=args.quick, split=args.split)
     target, draft, tokenizer = load_pair(device=args.device, dtype=args.dtype)
     machine = describe_machine(target.device)
     print(f"machine: {machine}")
@@ -126,7 +126,10 @@ def main(argv=None) -> int:
     demo.set_defaults(run=cmd_demo)
 
     acc = sub.add_parser("acceptance", help="greedy acceptance rate alpha and cost ratio c of the draft/target pair")
-    acc.add_argument("--prompts", default=None, help="a JSON file with a list of prompts (default: the held-out split)")
+    acc.add_argument("--prompts", default=None, help="a JSON file with a list of prompts (default: the --split)")
+    acc.add_argument("--split", default="eval", choices=["eval", "heldout", "train"],
+                     help="which split of the course's prompt set (default eval: written independently of all training data; "
+                          "heldout: the older split written from the training prompts' templates)")
     acc.add_argument("--max-new-tokens", type=int, default=128)
     acc.add_argument("--json", default=None, help="also write the report to this JSON file")
     acc.add_argument("--target", default=None, help="target name or folder (default: embedded SmolLM2-135M-Instruct)")
@@ -136,8 +139,10 @@ def main(argv=None) -> int:
 
     bench = sub.add_parser("bench", help="tokens/s of target-only vs speculative decoding, with and without KV caches")
     bench.add_argument("--quick", action="store_true",
-                       help="the first 4 held-out prompts, 48 new tokens each (default: the first 8, 96 tokens)")
-    bench.add_argument("--prompts", default=None, help="a JSON file with a list of prompts (default: held-out prompts)")
+                       help="the first 4 prompts of the split, 48 new tokens each (default: the first 8, 96 tokens)")
+    bench.add_argument("--prompts", default=None, help="a JSON file with a list of prompts (default: the --split)")
+    bench.add_argument("--split", default="eval", choices=["eval", "heldout", "train"],
+                       help="which split of the course's prompt set (default eval: never trained on, written independently)")
     bench.add_argument("--taus", type=int, nargs="*", default=None)
     bench.add_argument("--max-new-tokens", type=int, default=None)
     bench.add_argument("--kernels", nargs="+", default=["stock", "auto"],
@@ -145,7 +150,7 @@ def main(argv=None) -> int:
     bench.add_argument("--kinds", nargs="+", default=["dynamic", "static"], help="cache kinds: none dynamic static")
     bench.add_argument("--dtype", default=None, help="float32 (default) or bfloat16 (where the hardware has it)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
-    bench.add_argument("--json", default=None)
+    bench.add_argument("--json", default=None, help="also write the report to this JSON file")
     bench.add_argument("--device", default=None)
     bench.set_defaults(run=cmd_bench)
 

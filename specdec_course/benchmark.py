@@ -15,14 +15,15 @@ from .kernels import DRAFT_KS
 from .models import chat_prompt
 from .speculative import speculative_generate
 
-QUICK_PROMPTS, FULL_PROMPTS = 4, 8  # the first held-out prompts: never used to train the draft, not picked by hand
+QUICK_PROMPTS, FULL_PROMPTS = 4, 8  # the first prompts of the split, in its order: never trained on, not picked by hand
 
 
-def bench_prompts(quick: bool = False) -> list[str]:
-    """The benchmark's default prompts: the first 4 (quick) or 8 prompts of the held-out split."""
+def bench_prompts(quick: bool = False, split: str = "eval") -> list[str]:
+    """The benchmark's default prompts: the first 4 (quick) or 8 prompts of a split of the prompt set (default: the
+    evaluation split, written independently of any training data)."""
     from .distill import load_prompts
 
-    return load_prompts("heldout")[: QUICK_PROMPTS if quick else FULL_PROMPTS]
+    return load_prompts(split)[: QUICK_PROMPTS if quick else FULL_PROMPTS]
 
 
 def _target_only(target, ids, max_new_tokens, eos):

@@ -105,6 +105,12 @@ def kernel_path(model) -> str:
     return getattr(model, "kernel_path", "stock")
 
 
+def _output_linear(model):
+    """The module holding the output layer's weight (inside a reduced-vocabulary head, its projection)."""
+    head = model.get_output_embeddings()
+    return getattr(head, "proj", head)
+
+
 def column_major_output_layer(model) -> None:
     """Store the output layer's weight W (vocab × hidden) column-major: the same numbers in transposed memory order.
 
@@ -112,7 +118,7 @@ def column_major_output_layer(model) -> None:
     lies in memory. The output layer gets its own copy (a tied input embedding keeps the original), so the
     logits are unchanged and the model still saves with ``save_pretrained``.
     """
-    head = model.get_output_embeddings()
+    head = _output_linear(model)
     weight = head.weight.detach()
     if weight.t().is_contiguous():
         return
@@ -127,7 +133,7 @@ def _restore_stock(model) -> None:
         setattr(parent, name, module.to_linear())
     stock_head = model.__dict__.pop("_stock_head_weight", None)
     if stock_head is not None:
-        model.get_output_embeddings().weight = stock_head
+        _output_linear(model).weight = stock_head
     model.kernel_path = "stock"
     model.onednn_min_rows = None
 

@@ -312,12 +312,16 @@ def default_draft_dir() -> Path:
 
 
 def load_draft(name_or_path: str | os.PathLike | None = None, *, device=None, dtype=None, kernels: str = "auto",
-               verbose: bool = True):
+               target=None, verbose: bool = True):
     """Load the draft model (eval mode). With no name, the course's distilled draft for SmolLM2-135M-Instruct.
 
     ``kernels`` as for ``load_target``; "auto" times the draft's own shapes (one or two tokens per pass).
+    A draft cut from the target (``draft_model``) shares the target's embedding: pass ``target`` to share it in
+    memory; without it the embedding is read from the converted default target.
     """
     from transformers import AutoModelForCausalLM
+
+    from .draft_model import is_sliced_draft_folder, load_sliced_draft
 
     device = get_device(device)
     dtype = _dtype(dtype)
@@ -325,15 +329,35 @@ def load_draft(name_or_path: str | os.PathLike | None = None, *, device=None, dt
     start = time.perf_counter()
     source = str(default_draft_dir()) if name_or_path is None else _resolve(name_or_path, "draft model")
     label = "the course's distilled draft" if name_or_path is None else source
-    with _quiet_progress():
-        model = _from_pretrained(AutoModelForCausalLM, source, "draft model", dtype=dtype)
+    if is_sliced_draft_folder(source):
+        if target is None:
+            embedding, output_weight = _default_target_embedding(dtype)
+        else:
+            embedding, output_weight = target.get_input_embeddings(), target.get_output_embeddings().weight
+        model = load_sliced_draft(source, embedding, output_weight, dtype=dtype)
+        own = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("model.embed_tokens."))
+        what = f"{own / 1e6:.1f}M own parameters + the target's embedding"
+    else:
+        with _quiet_progress():
+            model = _from_pretrained(AutoModelForCausalLM, source, "draft model", dtype=dtype)
+        what = f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"  # tied weights counted once
     model.to(device).eval()
-    n_params = sum(p.numel() for p in model.parameters()) / 1e6  # tied weights counted once
     path = choose_kernels(model, kernels, ks=DRAFT_KS, verbose=verbose)
     if verbose:
-        print(f"specdec_course: loaded {label} ({n_params:.1f}M parameters, {dtype}, {path} kernels) on {device} "
+        print(f"specdec_course: loaded {label} ({what}, {dtype}, {path} kernels) on {device} "
               f"in {time.perf_counter() - start:.1f} s")
     return model
+
+
+def _default_target_embedding(dtype):
+    """The default target's token embedding (and output layer weight, tied to it) read from the converted cache."""
+    from safetensors import safe_open
+
+    with safe_open(str(default_target_dir() / "model.safetensors"), framework="pt") as weights:
+        emb = weights.get_tensor("model.embed_tokens.weight").to(dtype)
+        head = weights.get_tensor("lm_head.weight").to(dtype) if "lm_head.weight" in weights.keys() else None
+    embedding = torch.nn.Embedding.from_pretrained(emb, freeze=True)
+    return embedding, embedding.weight if head is None else head
 
 
 def check_pair(target, draft, target_tokenizer=None, draft_tokenizer=None) -> None:
@@ -359,7 +383,7 @@ def load_pair(target_name_or_path=None, draft_name_or_path=None, *, device=None,
     from transformers import AutoTokenizer
 
     target, tokenizer = load_target(target_name_or_path, device=device, dtype=dtype, kernels=kernels, verbose=verbose)
-    draft = load_draft(draft_name_or_path, device=device, dtype=dtype, kernels=kernels, verbose=verbose)
+    draft = load_draft(draft_name_or_path, device=device, dtype=dtype, kernels=kernels, target=target, verbose=verbose)
     draft_tokenizer = None
     if draft_name_or_path is not None:
         try:

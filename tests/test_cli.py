@@ -93,7 +93,7 @@ def test_bench_prints_cost_curves_ratios_and_identity_checks(target, tmp_path):
     for block in report["blocks"]:
         assert len(block["rows"]) == 3 and all(r["identical"] for r in block["rows"])
         assert block["same_as_generate"] or block["first_mismatch_with_generate"]["top2_margin"] < 1e-3
-    assert report["prompts"] == sc_distill.load_prompts("heldout")[:8]  # held-out prompts, never trained on
+    assert report["prompts"] == sc_distill.load_prompts("eval")[:8]  # the evaluation split, never trained on
     assert report["command"].startswith("python -m specdec_course bench --taus 2")
 
 
