@@ -355,6 +355,8 @@ def main(argv=None) -> int:
         args.generate_dtype = "bfloat16" if bf16_supported(device) else "float32"
     if any(t <= 0 for t in args.sample_temperatures):
         parser.error("--sample-temperatures must all be positive")
+    if args.stage == "data" and args.requests is None and args.split == "eval":
+        parser.error("the eval split is never trained on: answer --split train, or a --requests file")
     writer = None
     if args.stage in ("all", "requests", "data"):
         from .models import load_target
@@ -390,8 +392,6 @@ def main(argv=None) -> int:
             prompts = [r["request"] for r in json.loads(args.requests.read_text())["requests"]][: args.prompts]
             source = str(args.requests)
         else:
-            if args.split == "eval":
-                parser.error("the eval split is never trained on: answer --split train, or a --requests file")
             prompts = load_prompts(args.split)[: args.prompts]
             source = f"{args.split} split"
         prompt_ids = [chat_prompt(tokenizer, p)[0] for p in prompts]
