@@ -191,3 +191,25 @@ def test_acceptance_command_rejects_a_bad_prompt_file(tmp_path):
     run = subprocess.run([sys.executable, "-m", "specdec_course", "acceptance", "--prompts", str(bad)],
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert run.returncode == 2 and "JSON list of non-empty strings" in run.stderr
+
+
+@pytest.mark.real
+def test_plain_export_of_the_shipped_draft_runs_assisted_generation(target, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model, tokenizer = target
+    assert distill.main(["export", "--out", str(tmp_path / "plain")]) == 0
+    plain_draft = AutoModelForCausalLM.from_pretrained(str(tmp_path / "plain"), dtype=torch.float32).eval()
+    ids = sc.chat_prompt(tokenizer, "How do bees make honey?")
+    with torch.no_grad():
+        plain = model.generate(ids, max_new_tokens=32, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+        assisted = model.generate(ids, max_new_tokens=32, do_sample=False, assistant_model=plain_draft,
+                                  pad_token_id=tokenizer.eos_token_id)
+    n = min(plain.shape[1], assisted.shape[1])
+    assert assisted.shape[1] > ids.shape[1] and torch.equal(plain[0, :n], assisted[0, :n])
+    shipped = sc.load_draft(target=model, kernels="stock", verbose=False)
+    with torch.no_grad():  # the export scores the shipped draft's tokens as the draft does, up to float16 storage
+        subset = shipped.lm_head.token_ids
+        exported, own = plain_draft(ids).logits[..., subset], shipped(ids).logits[..., subset]
+    torch.testing.assert_close(exported, own, rtol=0, atol=0.05)
+    assert (exported.argmax(-1) == own.argmax(-1)).float().mean() >= 0.95
