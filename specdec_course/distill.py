@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .generation import sync
+from .generation import left_padded, sync
 from .models import get_device
 
 PACKAGE = Path(__file__).resolve().parent
@@ -115,12 +115,8 @@ def make_data(target, prompts: list[torch.Tensor], *, eos_token_id: int, pad_tok
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {"do_sample": False}
     for start in tqdm(range(0, len(prompts), batch_size), desc="target answers", disable=not progress):
         batch = [p.reshape(-1).cpu() for p in prompts[start:start + batch_size]]
-        width = max(len(b) for b in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, b in enumerate(batch):  # left padding, so every answer starts at the same column
-            ids[row, width - len(b):] = b
-            mask[row, width - len(b):] = 1
+        ids, mask = left_padded(batch, pad)
+        width = ids.shape[1]
         generated = writer.generate(ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
                                     pad_token_id=pad, eos_token_id=eos_token_id, **sampling)
         sequences = []

@@ -77,6 +77,14 @@ def frequent_tokens(sequences, k: int, *, always=()) -> torch.Tensor:
     return torch.tensor(chosen[:k], dtype=torch.long)
 
 
+def _shared_output_layer(weight) -> torch.nn.Linear:
+    """The draft's own output module around the target's (frozen) output weight: the same numbers, and a kernel
+    path switched on the draft never touches the target's module."""
+    head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+    head.weight = torch.nn.Parameter(weight.detach(), requires_grad=False)  # same storage, never trained
+    return head
+
+
 def target_sliced_draft(target, num_layers: int, token_ids: torch.Tensor | None = None):
     """A draft made of the target's embedding, its first ``num_layers`` layers and its final norm; its output layer
     is the target's, restricted to ``token_ids`` when given (SubsetHead). The embedding is shared, not copied."""
@@ -104,13 +112,13 @@ def target_sliced_draft(target, num_layers: int, token_ids: torch.Tensor | None 
     draft.model.norm = norm_class(config.hidden_size, eps=config.rms_norm_eps).to(device=device, dtype=dtype)
     draft.model.norm.load_state_dict({k: v.detach().clone() for k, v in target.model.norm.state_dict().items()})
     draft.model.rotary_emb = type(target.model.rotary_emb)(config=config).to(device)
-    output_weight = target.get_output_embeddings().weight.detach()
-    if token_ids is None:  # its own module around the same weight, so kernel paths never touch the target's
-        draft.lm_head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False, device="meta")
-        draft.lm_head.weight = target.get_output_embeddings().weight
+    output_weight = target.get_output_embeddings().weight
+    if token_ids is None:
+        draft.lm_head = _shared_output_layer(output_weight)
     else:
         check_token_ids(token_ids, config.vocab_size)
-        draft.lm_head = SubsetHead(output_weight[token_ids].clone(), token_ids.to(output_weight.device), config.vocab_size)
+        draft.lm_head = SubsetHead(output_weight.detach()[token_ids].clone(), token_ids.to(output_weight.device),
+                                   config.vocab_size)
     draft.model.embed_tokens.weight.requires_grad_(False)
     return draft.eval()
 
@@ -167,8 +175,7 @@ def load_sliced_draft(folder, embedding: torch.nn.Embedding, output_weight: torc
     else:
         if output_weight is None:
             raise ValueError(f"the draft in {folder} uses the target's whole output layer: pass output_weight")
-        draft.lm_head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False, device="meta")
-        draft.lm_head.weight = torch.nn.Parameter(output_weight, requires_grad=False)
+        draft.lm_head = _shared_output_layer(output_weight)
     missing = [k for k, _ in draft.named_parameters() if k.startswith("model.") and not k.startswith("model.embed_tokens.")
                and k not in state]
     if missing:

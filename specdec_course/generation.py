@@ -86,6 +86,19 @@ def as_input_ids(input_ids, model, max_new_tokens: int = 0) -> torch.Tensor:
     return input_ids.to(device=model.device, dtype=torch.long)
 
 
+def left_padded(sequences, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch (input_ids, attention_mask) from token lists of different lengths, padded on the left, so that
+    every row's continuation starts at the same column when the batch is generated together."""
+    rows = [torch.as_tensor(s, dtype=torch.long).reshape(-1) for s in sequences]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = r
+        mask[i, width - len(r):] = 1
+    return ids, mask
+
+
 def decode(tokenizer, tokens: list[int]) -> str | None:
     return tokenizer.decode(tokens, skip_special_tokens=True) if tokenizer is not None else None
 

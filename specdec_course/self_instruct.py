@@ -16,6 +16,8 @@ import re
 
 import torch
 
+from .generation import left_padded
+
 # Openings that steer the request toward a kind of task; "" lets the model choose freely (the most common draw).
 STARTERS = (
     "", "", "", "", "", "", "", "",
@@ -93,12 +95,8 @@ def write_requests(model, tokenizer, count: int, *, starters=STARTERS, temperatu
                                "messages or repeats itself (lower the temperature or relax the filters)")
         picks = [rng.choice(starters) for _ in range(batch_size)]
         encoded = [tokenizer(pre + s, add_special_tokens=False)["input_ids"] for s in picks]
-        width = max(len(e) for e in encoded)
-        ids = torch.full((batch_size, width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, e in enumerate(encoded):
-            ids[row, width - len(e):] = torch.tensor(e)
-            mask[row, width - len(e):] = 1
+        ids, mask = left_padded(encoded, pad)
+        width = ids.shape[1]
         generated = model.generate(ids.to(model.device), attention_mask=mask.to(model.device), do_sample=True,
                                    temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
                                    eos_token_id=eos, pad_token_id=pad)[:, width:].cpu()
