@@ -34,14 +34,19 @@ def _steady_ms(times: list[float]) -> float:
 
 
 @torch.no_grad()
-def greedy_agreement(draft, input_ids, target_tokens: list[int]) -> int:
-    """How many of ``target_tokens`` the draft's argmax predicts, each given the same prefix (teacher forcing)."""
+def greedy_matches(draft, input_ids, target_tokens: list[int]) -> list[bool]:
+    """At each of ``target_tokens``: does the draft's argmax, given the same prefix, equal it? (teacher forcing)"""
     ids = as_input_ids(input_ids, draft)
     if not target_tokens:
-        return 0
+        return []
     sequence = torch.cat([ids, torch.tensor([target_tokens], device=ids.device)], dim=1)
     predictions = draft(sequence).logits[0, ids.shape[1] - 1: -1].argmax(-1)
-    return int((predictions.cpu() == torch.tensor(target_tokens)).sum())
+    return (predictions.cpu() == torch.tensor(target_tokens)).tolist()
+
+
+def greedy_agreement(draft, input_ids, target_tokens: list[int]) -> int:
+    """How many of ``target_tokens`` the draft's argmax predicts, each given the same prefix (teacher forcing)."""
+    return sum(greedy_matches(draft, input_ids, target_tokens))
 
 
 def measure_prompt(target, draft, tokenizer, prompt: str, max_new_tokens: int) -> PromptAcceptance:
@@ -85,15 +90,8 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- the cost model
-def expected_tokens_per_step(alpha: float, tau: int) -> float:
-    """E[tokens per target pass] = (1 − α^{τ+1}) / (1 − α) if each draft is accepted independently with probability α
-    (n accepted drafts plus the target's own token; τ + 1 when α = 1)."""
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if alpha == 1:
-        return float(tau + 1)
-    return (1 - alpha ** (tau + 1)) / (1 - alpha)
+# --------------------------------------------------------------------------- the cost model (cost_model.py)
+from .cost_model import expected_tokens_per_step  # noqa: E402  (kept importable from here)
 
 
 def expected_speedup(alpha: float, tau: int, c: float, verify_ratio: float) -> float:

@@ -13,6 +13,7 @@ import time
 from .generation import autoregressive_generate, mismatch_margin
 from .kernels import DRAFT_KS
 from .models import chat_prompt
+from .cost_model import alpha_from_steps
 from .speculative import speculative_generate
 
 QUICK_PROMPTS, FULL_PROMPTS = 4, 8  # the first prompts of the split, in its order: never trained on, not picked by hand
@@ -32,67 +33,184 @@ def _target_only(target, ids, max_new_tokens, eos):
     return results, time.perf_counter() - start
 
 
+def assisted_generate(target, draft, ids, max_new_tokens, eos, settings: dict):
+    """transformers' assisted generation (``generate(..., assistant_model=draft)``, greedy) on each prompt, with
+    ``settings`` applied to the draft's generation config for the run: (token lists, seconds, target passes)."""
+    import torch
+
+    from .trace import count_calls
+
+    config = draft.generation_config
+    saved = {key: getattr(config, key, None) for key in ASSISTED_KEYS}
+    for key, value in settings.items():
+        setattr(config, key, value)
+    calls = count_calls(target)
+    try:
+        start = time.perf_counter()
+        outputs = []
+        with torch.no_grad():
+            for x in ids:
+                out = target.generate(x, attention_mask=torch.ones_like(x), assistant_model=draft, do_sample=False,
+                                      max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=eos)
+                outputs.append(out[0, x.shape[1]:].tolist())
+        seconds = time.perf_counter() - start
+    finally:
+        calls.remove()
+        for key, value in saved.items():
+            setattr(config, key, value)
+    return outputs, seconds, calls.count
+
+
+ASSISTED_KEYS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
+
+
+def _prediction(costs, alpha, matches, tau):
+    from .cost_model import expected_tokens_per_step, replay_greedy
+
+    tokens, passes = map(sum, zip(*(replay_greedy(m, tau) for m in matches)))
+    return {"predicted": costs.speedup(expected_tokens_per_step(alpha, tau), tau),
+            "predicted_replay": costs.speedup(tokens / max(passes, 1), tau)}
+
+
 def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens: int = 96, prompts=None,
-                  kinds=("none", "dynamic", "static"), progress: bool = True, bar=None) -> dict:
+                  kinds=("none", "dynamic", "static"), policies=(), assisted: bool = False, predict: bool = True,
+                  costs=None, progress: bool = True, bar=None) -> dict:
     """Decode ``prompts`` (default: ``bench_prompts()``) with every configuration, one after another in one run.
 
-    Target-only greedy decoding is timed first and again last; the mean of the two is the baseline of every
-    ratio, and both are reported, so a machine that drifts during the run shows it.
+    Target-only greedy decoding (the course's loop) is timed first and again last; the mean of the two is the
+    baseline of every ratio, and both are reported, so a machine that drifts during the run shows it. Rows:
+    speculative greedy for each τ and cache kind, then each τ policy in ``policies`` ("adaptive", "heuristic"), then
+    with ``assisted`` transformers' ``generate(do_sample=False)`` and its assisted generation with the same draft at
+    its defaults and with a constant number of assistant tokens equal to each τ.
+    With ``predict``: the cost model's speedup beside each measured one, from T(k) and d measured at the start
+    (``costs``, else ``cost_model.measure_costs``), the loop overheads measured on the target-only run, and α from the
+    draft's agreement with the target's greedy output on these prompts; "predicted" assumes independent positions,
+    "predicted_replay" replays the agreement exactly (see ``cost_model.replay_greedy``).
     """
+    from .analysis import greedy_matches
+    from .cost_model import measure_costs
+
     prompts = list(prompts or bench_prompts())
     ids = [chat_prompt(tokenizer, p) for p in prompts]
     eos = tokenizer.eos_token_id
     speculative_generate(target, draft, ids[0], 8, tau=2)  # warm-up
     baseline, first_time = _target_only(target, ids, max_new_tokens, eos)
     n_tokens = sum(len(r.tokens) for r in baseline)
+    prediction = None
+    if predict:
+        if costs is None:
+            costs = measure_costs(target, draft)
+        # the loop's own work per token, beyond the pass itself: measured on the target-only run just made
+        costs.target_overhead_ms = max(0.0, 1000 * first_time / n_tokens - costs.target_ms[1])
+        costs.overhead_ms = costs.target_overhead_ms
+        matches = [greedy_matches(draft, x, b.tokens) for x, b in zip(ids, baseline)]
+        alpha = sum(map(sum, matches)) / max(sum(map(len, matches)), 1)
+        prediction = {"alpha": alpha, "costs": costs.to_dict(), "matches": matches}
+
     rows = []
+
+    def add(row):
+        rows.append(row)
+        if bar is not None:
+            bar.update(1)
+        elif progress:
+            tau = "" if row["tau"] is None else f" tau={row['tau']}"
+            print(f"{row['config']:34s}{tau}: {row['tokens_per_s']:.1f} tokens/s", flush=True)
+
+    def speculative_row(config, tau, kind, label_tau):
+        start = time.perf_counter()
+        results = [speculative_generate(target, draft, x, max_new_tokens, tau=tau, eos_token_id=eos,
+                                        use_cache=kind != "none", cache_kind=None if kind == "none" else kind) for x in ids]
+        elapsed = time.perf_counter() - start
+        tokens = sum(len(r.tokens) for r in results)
+        steps = [s for r in results for s in r.steps]
+        row = {"config": config, "tau": label_tau, "tokens_per_s": tokens / elapsed,
+               "identical": all(r.tokens == b.tokens for r, b in zip(results, baseline)),
+               "alpha": alpha_from_steps(steps), "kept_fraction": sum(s.n_accepted for s in steps) / max(sum(s.tau for s in steps), 1),
+               "tokens_per_pass": tokens / max(len(steps), 1), "mean_tau": sum(s.tau for s in steps) / max(len(steps), 1)}
+        if prediction and isinstance(tau, int) and kind != "none":
+            row.update(_prediction(costs, prediction["alpha"], prediction["matches"], tau))
+        add(row)
+
     for tau in taus:
         for kind in kinds:
-            start = time.perf_counter()
-            results = [speculative_generate(target, draft, x, max_new_tokens, tau=tau, eos_token_id=eos,
-                                            use_cache=kind != "none", cache_kind=None if kind == "none" else kind) for x in ids]
-            elapsed = time.perf_counter() - start
-            tokens = sum(len(r.tokens) for r in results)
-            passes = sum(r.target_passes for r in results)
-            drafted = sum(r.drafted for r in results)
-            rows.append({"config": f"speculative, {'no cache' if kind == 'none' else kind + ' cache'}", "tau": tau,
-                         "tokens_per_s": tokens / elapsed,
-                         "identical": all(r.tokens == b.tokens for r, b in zip(results, baseline)),
-                         "alpha": sum(s.n_accepted for r in results for s in r.steps) / max(drafted, 1),
-                         "tokens_per_pass": tokens / max(passes, 1)})
-            if bar is not None:
-                bar.update(1)
-            elif progress:
-                print(f"{rows[-1]['config']:28s} tau={tau}: {rows[-1]['tokens_per_s']:.1f} tokens/s", flush=True)
+            speculative_row(f"speculative, {'no cache' if kind == 'none' else kind + ' cache'}", tau, kind, tau)
+    for policy in policies:
+        kind = "static" if "static" in kinds else kinds[-1]
+        speculative_row(f"speculative, tau={policy}, {kind}", policy, kind, None)
+    if assisted:
+        generated, seconds = transformers_generate(target, ids, max_new_tokens, eos)
+        add({"config": "transformers generate", "tau": None, "tokens_per_s": sum(map(len, generated)) / seconds,
+             "identical": all(g == b.tokens for g, b in zip(generated, baseline)), "tokens_per_pass": 1.0})
+        settings = [("assisted, transformers defaults", None, {})]
+        settings += [("assisted, constant", tau, {"num_assistant_tokens": tau, "num_assistant_tokens_schedule": "constant",
+                                                  "assistant_confidence_threshold": 0.0}) for tau in taus]
+        for config, tau, setting in settings:
+            outputs, seconds, passes = assisted_generate(target, draft, ids, max_new_tokens, eos, setting)
+            tokens = sum(map(len, outputs))
+            add({"config": config, "tau": tau, "tokens_per_s": tokens / seconds,
+                 "identical": all(o == b.tokens for o, b in zip(outputs, baseline)), "tokens_per_pass": tokens / max(passes, 1)})
     again, last_time = _target_only(target, ids, max_new_tokens, eos)
     base_tps = n_tokens / ((first_time + last_time) / 2)
     for row in rows:
         row["ratio"] = row["tokens_per_s"] / base_tps
-    rows.insert(0, {"config": "target only (KV cache)", "tau": None, "tokens_per_s": base_tps, "ratio": 1.0,
-                    "identical": all(r.tokens == b.tokens for r, b in zip(again, baseline)), "alpha": None,
-                    "tokens_per_pass": 1.0})
-    return {"prompts": prompts, "max_new_tokens": max_new_tokens, "tokens": n_tokens, "rows": rows,
-            "target_only_tokens_per_s": {"first run": n_tokens / first_time, "last run": n_tokens / last_time}}
+    rows.insert(0, {"config": "target only (course loop)", "tau": None, "tokens_per_s": base_tps, "ratio": 1.0,
+                    "identical": all(r.tokens == b.tokens for r, b in zip(again, baseline)), "tokens_per_pass": 1.0})
+    report = {"prompts": prompts, "max_new_tokens": max_new_tokens, "tokens": n_tokens, "rows": rows,
+              "target_only_tokens_per_s": {"first run": n_tokens / first_time, "last run": n_tokens / last_time}}
+    if prediction:
+        report["prediction"] = {"alpha": prediction["alpha"], "costs": prediction["costs"],
+                                "positions": sum(map(len, prediction["matches"]))}
+    return report
+
+
+def _number(row, key, spec):
+    value = row.get(key)
+    return "" if value is None else format(value, spec)
 
 
 def format_row(row: dict) -> str:
     tau = "" if row["tau"] is None else str(row["tau"])
-    alpha = "" if row["alpha"] is None else f"{row['alpha']:.2f}"
-    return (f"{row['config']:28s} {tau:>3s} {row['tokens_per_s']:8.1f} {row['ratio']:6.2f}x {alpha:>6s} "
-            f"{row['tokens_per_pass']:6.2f} {'yes' if row['identical'] else 'NO':>9s}")
+    if "kept_fraction" not in row and "alpha" in row:  # reports written before the two numbers had their own names
+        row = {**row, "kept_fraction": row["alpha"], "alpha": None}
+    predicted = _number(row, "predicted", ".2f")
+    if predicted:
+        predicted = f"{predicted}x/{_number(row, 'predicted_replay', '.2f')}x"
+    return (f"{row['config']:34s} {tau:>3s} {row['tokens_per_s']:8.1f} {row['ratio']:6.2f}x {_number(row, 'alpha', '.2f'):>5s} "
+            f"{_number(row, 'kept_fraction', '.2f'):>5s} {row['tokens_per_pass']:8.2f} {predicted:>13s} "
+            f"{'yes' if row['identical'] else 'NO':>9s}")
 
 
 def format_table(report: dict) -> str:
-    head = f"{'configuration':28s} {'tau':>3s} {'tokens/s':>8s} {'ratio':>7s} {'alpha':>6s} {'tok/pass':>6s} {'identical':>9s}"
+    head = (f"{'configuration':34s} {'tau':>3s} {'tokens/s':>8s} {'ratio':>7s} {'alpha':>5s} {'kept':>5s} {'tok/pass':>8s} "
+            f"{'predicted':>13s} {'identical':>9s}")
     lines = [head] + [format_row(r) for r in report["rows"]]
-    best = max(report["rows"][1:], key=lambda r: r["ratio"])
+    ours = [r for r in report["rows"][1:] if r["config"].startswith("speculative")] or report["rows"][1:]
+    best = max(ours, key=lambda r: r["ratio"])
     lines.append("")
+    lines.append("alpha: acceptance probability per position, estimated from the run; kept: kept fraction (accepted / "
+                 "proposed drafts, falls as tau grows); predicted: cost model with independent positions / with the "
+                 "draft's agreement replayed")
     drift = report.get("target_only_tokens_per_s")
     if drift:
         lines.append(f"target only: {drift['first run']:.1f} tokens/s at the start of the run, {drift['last run']:.1f} at the end "
                      "(the ratios use their mean)")
-    lines.append(f"best: {best['config']}, tau={best['tau']}: {best['ratio']:.2f}x target-only greedy; "
+    prediction = report.get("prediction")
+    if prediction:
+        c = prediction["costs"]
+        ks = sorted(int(k) for k in c["target_ms"])
+        lines.append(f"cost model: alpha = {prediction['alpha']:.3f} (draft/target greedy agreement over {prediction['positions']} "
+                     f"positions), T(1) = {c['target_ms'][ks[0]]:.1f} ms, T({ks[-1]})/T(1) = "
+                     f"{c['target_ms'][ks[-1]] / c['target_ms'][ks[0]]:.2f}, d = {c['draft_ms']:.2f} ms (c = {c['c']:.3f}), "
+                     f"loop overhead {c['overhead_ms']:.1f} ms per pass")
+    tau = best["tau"] if best["tau"] is not None else "(policy)"
+    lines.append(f"best of ours: {best['config']}, tau={tau}: {best['ratio']:.2f}x target-only greedy; "
                  f"all outputs identical to target greedy: {all(r['identical'] for r in report['rows'])}")
+    assisted = [r for r in report["rows"] if r["config"].startswith("assisted")]
+    if assisted:
+        top = max(assisted, key=lambda r: r["ratio"])
+        lines.append(f"best of transformers' assisted generation: {top['config']}"
+                     f"{'' if top['tau'] is None else ', tau=' + str(top['tau'])}: {top['ratio']:.2f}x")
     return "\n".join(lines)
 
 
@@ -136,13 +254,14 @@ def kernel_configs(target, draft, kernels=("stock", "auto")) -> list[tuple[str, 
 
 
 def kernel_benchmark(target, draft, tokenizer, *, kernels=("stock", "auto"), taus=range(1, 9), max_new_tokens: int = 48,
-                     prompts=None, kinds=("dynamic", "static"), cost_ks=range(1, 17), cost_repeats: int = 5,
-                     progress: bool = True) -> dict:
+                     prompts=None, kinds=("dynamic", "static"), policies=("adaptive", "heuristic"), assisted: bool = True,
+                     cost_ks=range(1, 17), cost_repeats: int = 5, progress: bool = True) -> dict:
     """For each kernel configuration, on the same two model objects: the cost curve, target-only and speculative speed.
 
     1. T(k) of one cached target pass over k = 1 … 16 tokens on every available path, interleaved (median of repeats).
     2. transformers' ``generate(do_sample=False)`` with the target on the stock path (the outside reference).
-    3. For each (target path, draft path): ``run_benchmark`` (target-only first and last, then every τ and cache kind).
+    3. For each (target path, draft path): ``run_benchmark`` (target-only first and last, every τ and cache kind, the
+       τ policies, transformers' generate and assisted generation on the same kernels, the cost model's predictions).
     The models are left on the loaders' choice ("auto").
     """
     from tqdm.auto import tqdm
@@ -154,7 +273,8 @@ def kernel_benchmark(target, draft, tokenizer, *, kernels=("stock", "auto"), tau
     eos = tokenizer.eos_token_id
     configs = kernel_configs(target, draft, kernels)
     paths = available_paths(target)
-    n_steps = len(paths) + 1 + len(configs) * len(list(taus)) * len(kinds)
+    per_block = len(list(taus)) * len(kinds) + len(policies) + (2 + len(list(taus)) if assisted else 0)
+    n_steps = len(paths) + 1 + len(configs) * per_block
     bar = tqdm(total=n_steps, desc="bench", disable=not progress, leave=False)
 
     cost = pass_times(target, paths, list(cost_ks), prefix_length=120, repeats=cost_repeats,
@@ -169,7 +289,7 @@ def kernel_benchmark(target, draft, tokenizer, *, kernels=("stock", "auto"), tau
         use_kernels(target, target_path, min_rows=remembered_min_rows(target) if target_path == "mixed" else None)
         use_kernels(draft, draft_path, min_rows=remembered_min_rows(draft, DRAFT_KS) if draft_path == "mixed" else None)
         report = run_benchmark(target, draft, tokenizer, taus=taus, max_new_tokens=max_new_tokens, prompts=prompts,
-                               kinds=kinds, progress=False, bar=bar)
+                               kinds=kinds, policies=policies, assisted=assisted, progress=False, bar=bar)
         ours = [autoregressive_generate(target, x, max_new_tokens, eos_token_id=eos).tokens for x in ids]
         report.update({"target_kernels": target_path, "draft_kernels": draft_path,
                        "cost_ms": {k: 1000 * s for k, s in cost.get(target_path, {}).items()},

@@ -125,7 +125,7 @@ def check_draft_agreement(fn) -> None:
 
 def check_expected_tokens(fn) -> None:
     """fn(alpha, tau) -> (1 − α^{τ+1}) / (1 − α)."""
-    from .analysis import expected_tokens_per_step
+    from .cost_model import expected_tokens_per_step
 
     for alpha in (0.0, 0.3, 0.5, 0.8, 0.99, 1.0):
         for tau in (1, 2, 4, 8):

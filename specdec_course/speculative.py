@@ -38,6 +38,11 @@ class StepTrace:
     emitted: list[int]        # the tokens this step added (accepted drafts + correction, cut at EOS)
     draft_time: float
     verify_time: float
+    verify_tokens: int = 0             # tokens the target read in its one pass (τ + 1, more on the first step)
+    kept: int = 0                      # sequence length the caches must hold after the step (prefix + accepted)
+    target_cache: int | None = None    # tokens in the target's cache after the step (None without a cache)
+    draft_cache: int | None = None
+    target_calls: int | None = None    # target forward passes during verification (recorded when tracing)
 
     @property
     def tau(self) -> int:
@@ -66,9 +71,17 @@ class SpecResult:
         return sum(s.tau for s in self.steps)
 
     @property
-    def acceptance_rate(self) -> float:
-        """α = accepted drafts / proposed drafts (counting only the consecutive accepted run of each step)."""
+    def kept_fraction(self) -> float:
+        """κ = accepted drafts / proposed drafts: the share of the draft's work that was kept. Falls as τ grows."""
         return sum(s.n_accepted for s in self.steps) / self.drafted if self.drafted else float("nan")
+
+    @property
+    def alpha(self) -> float:
+        """α estimated from this run: accepted drafts / drafts the rule looked at (the n accepted and, when n < τ,
+        the rejected one). The per-position acceptance probability of the cost model; does not depend on τ."""
+        from .cost_model import alpha_from_steps
+
+        return alpha_from_steps(self.steps)
 
     @property
     def mean_tokens_per_step(self) -> float:
@@ -88,7 +101,7 @@ class SpecResult:
 
     def summary(self) -> str:
         return (f"{len(self.tokens)} tokens in {self.target_passes} target passes "
-                f"({self.mean_tokens_per_step:.2f} tokens per pass), acceptance rate α = {self.acceptance_rate:.2f}, "
+                f"({self.mean_tokens_per_step:.2f} tokens per pass), α ≈ {self.alpha:.2f}, kept fraction κ = {self.kept_fraction:.2f}, "
                 f"{self.tokens_per_second:.1f} tokens/s (draft {self.draft_time:.2f} s, verify {self.verify_time:.2f} s)")
 
     def __len__(self) -> int:
@@ -104,22 +117,29 @@ def check_tau(tau) -> int:
 
 
 @torch.no_grad()
-def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau: int = 4, rule: str = "greedy",
+def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau=4, rule: str = "greedy",
                          temperature: float = 0.0, seed: int | None = None, use_cache: bool = True,
                          eos_token_id: int | None = None, tokenizer=None, cache_kind: str | None = None,
-                         debug: bool = False) -> SpecResult:
+                         debug: bool = False, trace=None, draft_input_ids=None) -> SpecResult:
     """Generate up to ``max_new_tokens`` tokens with the target, τ draft tokens per target pass.
 
     rule "greedy" (temperature 0): output identical to the target's greedy decoding.
     rule "sampling" (temperature > 0): output distributed exactly as the target's sampling at that temperature.
     rule "textbook": greedy drafts, accept if p ≥ q or r ≤ p/q, correct with the target's argmax.
 
+    ``tau``: a whole number, "adaptive" (τ chosen each step from the cost model, learned online), "heuristic"
+    (grow after a fully accepted step, shrink after a rejection) or a policy object (``specdec_course.policies``).
     ``use_cache``: keep a KV cache per model for the whole generation, rolled back after every step
     (``cache_kind`` "dynamic" or "static"; default static on CUDA, dynamic elsewhere); False recomputes
     everything each step. ``debug``: after every step, assert both caches hold exactly the kept tokens.
+    ``trace``: a file path: write the run as JSON lines (``specdec_course.trace``). ``draft_input_ids``: the prompt
+    as the draft sees it, when it differs from the target's (default: the same prompt).
     """
+    from .policies import make_policy
+    from .trace import count_calls, write_trace
+
     check_rule(rule)
-    tau = check_tau(tau)
+    policy = make_policy(tau)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     temperature = check_temperature(temperature)
     if rule == "sampling" and temperature == 0:
@@ -130,6 +150,7 @@ def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau: 
                          "to sample, or temperature=0")
     check_pair(target, draft)
     ids = as_input_ids(input_ids, target, max_new_tokens)
+    draft_ids = ids if draft_input_ids is None else as_input_ids(draft_input_ids, draft, max_new_tokens)
     tokenizer = tokenizer if tokenizer is not None else getattr(target, "tokenizer", None)
     generator = make_generator(seed) if seed is not None else None
     draft_temperature = temperature if rule == "sampling" else 0.0
@@ -138,45 +159,64 @@ def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau: 
         cache_kind = default_cache_kind(ids.device)
     if cache_kind not in CACHE_KINDS:
         raise ValueError(f"unknown cache_kind {cache_kind!r}: use one of {', '.join(map(repr, CACHE_KINDS))}")
-    capacity = ids.shape[1] + max_new_tokens + tau + 1
+    capacity = max(ids.shape[1], draft_ids.shape[1]) + max_new_tokens + 1  # a step never reaches past the last new token
     target_cache = new_cache(target, cache_kind, capacity) if use_cache else None
     draft_cache = new_cache(draft, cache_kind, capacity) if use_cache else None
-    sequence, tokens, steps = ids, [], []
+    calls = count_calls(target) if trace is not None else None
+    sequence, draft_sequence, tokens, steps = ids, draft_ids, [], []
     start = time.perf_counter()
-    while len(tokens) < max_new_tokens:
-        step_tau = min(tau, max_new_tokens - len(tokens) - 1)  # room for the n accepted drafts + 1 target token
+    try:
+        while len(tokens) < max_new_tokens:
+            step_tau = min(policy.next_tau(), max_new_tokens - len(tokens) - 1)  # room for n drafts + 1 target token
+            target_calls_before = calls.count if calls else None
+            target_seen = cache_length(target_cache)
 
-        t0 = time.perf_counter()
-        proposal = draft_tokens(draft, sequence, step_tau, temperature=draft_temperature, generator=generator,
-                                past_key_values=draft_cache)
-        sync(ids.device)
-        t1 = time.perf_counter()
-        p = verify(target, sequence, proposal.tokens, past_key_values=target_cache, temperature=temperature)
-        sync(ids.device)
-        t2 = time.perf_counter()
+            t0 = time.perf_counter()
+            proposal = draft_tokens(draft, draft_sequence, step_tau, temperature=draft_temperature, generator=generator,
+                                    past_key_values=draft_cache)
+            sync(ids.device)
+            t1 = time.perf_counter()
+            p = verify(target, sequence, proposal.tokens, past_key_values=target_cache, temperature=temperature)
+            sync(ids.device)
+            t2 = time.perf_counter()
 
-        verdict = accept(p, proposal.q, proposal.tokens, rule=rule, generator=generator)
-        n = verdict.n
-        correction = correction_token(p, proposal.q, n, rule=rule, generator=generator)
-        emitted = proposal.tokens[:n] + [correction]
-        if eos_token_id is not None and eos_token_id in emitted:
-            emitted = emitted[: emitted.index(eos_token_id) + 1]
+            verdict = accept(p, proposal.q, proposal.tokens, rule=rule, generator=generator)
+            n = verdict.n
+            correction = correction_token(p, proposal.q, n, rule=rule, generator=generator)
+            emitted = proposal.tokens[:n] + [correction]
+            if eos_token_id is not None and eos_token_id in emitted:
+                emitted = emitted[: emitted.index(eos_token_id) + 1]
 
-        kept = sequence.shape[1] + n  # prefix + accepted drafts; the correction token is not in any cache yet
-        if use_cache:
-            rollback(target_cache, kept)
-            rollback(draft_cache, min(kept, cache_length(draft_cache)))
-        steps.append(StepTrace(proposal.tokens, verdict.q, verdict.p, verdict.r, verdict.accepted, n, correction,
-                               emitted, t1 - t0, t2 - t1))
-        tokens += emitted
-        sequence = torch.cat([sequence, torch.tensor([emitted], device=ids.device)], dim=1)
-        if eos_token_id is not None and emitted[-1] == eos_token_id:
-            break
-        if debug and use_cache:
-            # invariants: each cache holds exactly the tokens its model has consumed, all of them kept ones
-            assert cache_length(target_cache) == kept == sequence.shape[1] - 1, "target cache out of step"
-            assert cache_length(draft_cache) <= kept, "draft cache holds a rejected token"
-            check_cache_matches(target, target_cache, sequence)
-            check_cache_matches(draft, draft_cache, sequence)
-    return SpecResult(tokens=tokens, text=decode(tokenizer, tokens), steps=steps,
-                      total_time=time.perf_counter() - start, prompt_length=ids.shape[1])
+            kept = sequence.shape[1] + n  # prefix + accepted drafts; the correction token is not in any cache yet
+            draft_kept = draft_sequence.shape[1] + n
+            if use_cache:
+                rollback(target_cache, kept)
+                rollback(draft_cache, min(draft_kept, cache_length(draft_cache)))
+            steps.append(StepTrace(proposal.tokens, verdict.q, verdict.p, verdict.r, verdict.accepted, n, correction,
+                                   emitted, t1 - t0, t2 - t1,
+                                   verify_tokens=sequence.shape[1] + step_tau - target_seen, kept=kept,
+                                   target_cache=cache_length(target_cache) if use_cache else None,
+                                   draft_cache=cache_length(draft_cache) if use_cache else None,
+                                   target_calls=calls.count - target_calls_before if calls else None))
+            policy.update(steps[-1])
+            tokens += emitted
+            new = torch.tensor([emitted], device=ids.device)
+            sequence = torch.cat([sequence, new], dim=1)
+            draft_sequence = torch.cat([draft_sequence, new], dim=1)
+            if eos_token_id is not None and emitted[-1] == eos_token_id:
+                break
+            if debug and use_cache:
+                # invariants: each cache holds exactly the tokens its model has consumed, all of them kept ones
+                assert cache_length(target_cache) == kept == sequence.shape[1] - 1, "target cache out of step"
+                assert cache_length(draft_cache) <= draft_kept, "draft cache holds a rejected token"
+                check_cache_matches(target, target_cache, sequence)
+                check_cache_matches(draft, draft_cache, draft_sequence)
+    finally:
+        if calls:
+            calls.remove()
+    result = SpecResult(tokens=tokens, text=decode(tokenizer, tokens), steps=steps,
+                        total_time=time.perf_counter() - start, prompt_length=ids.shape[1])
+    if trace is not None:
+        write_trace(trace, result, target=target, draft=draft, rule=rule, policy=policy, cache_kind=cache_kind if use_cache else None,
+                    draft_prompt_length=draft_ids.shape[1], max_new_tokens=max_new_tokens)
+    return result

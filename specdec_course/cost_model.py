@@ -1,0 +1,233 @@
+"""The cost model: how many tokens a step yields, what a step costs, and the speedup that follows.
+
+Two acceptance numbers, never to be confused:
+* α, the acceptance probability: the chance that the draft token at one position is accepted, given that every
+  draft before it in the step was. A property of the draft/target pair on some text.
+* κ, the kept fraction of a run: accepted drafts / proposed drafts. It depends on τ as well as on α, because the
+  first rejection of a step discards every draft after it.
+If positions were accepted independently with probability α (Leviathan et al. 2023):
+    E[tokens per step] = (1 − α^{τ+1}) / (1 − α)         (accepted drafts + the target's own token)
+    κ = (E − 1) / τ = α (1 − α^τ) / ((1 − α) τ)
+A step costs τ draft passes and one target pass over τ + 1 tokens:
+    step time = τ·d + T(τ + 1) + o,  target-only time per token = T(1) + o₁
+so the speedup is E · (T(1) + o₁) / (τ·d + T(τ + 1) + o).
+
+Real text is not independent: easy stretches (a list's next number, a closing bracket) are accepted in long runs and
+hard ones fail at once, so with the same α long steps are more likely than the formula says. ``acceptance_profile``
+measures the conditional α at each depth of a step from a trace, and ``replay_greedy`` gives the exact tokens per step
+of greedy speculative decoding from the positions where the draft agrees with the target.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+
+def check_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha (acceptance probability per position) must be a number in [0, 1], got {alpha!r}")
+    return float(alpha)
+
+
+def expected_tokens_per_step(alpha: float, tau: int) -> float:
+    """E[tokens per target pass] = (1 − α^{τ+1}) / (1 − α) if each draft is accepted independently with probability α
+    (n accepted drafts plus the target's own token; τ + 1 when α = 1)."""
+    alpha = check_alpha(alpha)
+    if alpha == 1:
+        return float(tau + 1)
+    return (1 - alpha ** (tau + 1)) / (1 - alpha)
+
+
+def kept_fraction(alpha: float, tau: int) -> float:
+    """κ = E[accepted drafts] / τ = α (1 − α^τ) / ((1 − α) τ): the fraction of proposed drafts a run keeps."""
+    return (expected_tokens_per_step(alpha, tau) - 1) / tau
+
+
+def alpha_from_kept_fraction(kappa: float, tau: int) -> float:
+    """The α that gives kept fraction κ at this τ (the inverse of ``kept_fraction``, by bisection)."""
+    if not 0 <= kappa <= 1:
+        raise ValueError(f"kept fraction must be in [0, 1], got {kappa}")
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if kept_fraction(middle, tau) < kappa else (low, middle)
+    return (low + high) / 2
+
+
+def alpha_from_steps(steps) -> float:
+    """α estimated from steps: accepted drafts / drafts the rule looked at (each step looks at its n accepted drafts
+    and, when n < τ, the one it rejected). Under independence this is the maximum-likelihood estimate."""
+    accepted = sum(s.n_accepted for s in steps)
+    examined = sum(s.n_accepted + (s.n_accepted < s.tau) for s in steps)
+    return accepted / examined if examined else float("nan")
+
+
+def acceptance_profile(steps, max_depth: int | None = None) -> list[float]:
+    """α_t for t = 1, 2, ...: of the steps that reached draft t (all drafts before it accepted), the fraction that
+    accepted it. Flat at α when positions are independent; rising when acceptances come in runs."""
+    max_depth = max_depth or max((s.tau for s in steps), default=0)
+    profile = []
+    for depth in range(1, max_depth + 1):
+        reached = [s for s in steps if s.tau >= depth and s.n_accepted >= depth - 1]
+        if not reached:
+            break
+        profile.append(sum(s.n_accepted >= depth for s in reached) / len(reached))
+    return profile
+
+
+def tokens_per_step_from_profile(profile: list[float], tau: int) -> float:
+    """E[tokens per step] = 1 + Σ_{t=1}^{τ} Π_{s≤t} α_s, with α_s past the end of the profile equal to its last value."""
+    if not profile:
+        raise ValueError("the acceptance profile is empty: measure it from steps with τ ≥ 1")
+    expected, survive = 1.0, 1.0
+    for depth in range(1, tau + 1):
+        survive *= profile[min(depth, len(profile)) - 1]
+        expected += survive
+    return expected
+
+
+def agreement_runs(matches: list[bool]) -> list[int]:
+    """For each position i, how many consecutive positions from i on the draft's greedy token equals the target's."""
+    runs, run = [0] * len(matches), 0
+    for i in range(len(matches) - 1, -1, -1):
+        run = run + 1 if matches[i] else 0
+        runs[i] = run
+    return runs
+
+
+def replay_greedy(matches: list[bool], tau: int) -> tuple[int, int]:
+    """(tokens, target passes) of greedy speculative decoding along the target's greedy continuation, given where the
+    draft's greedy token matches the target's (teacher-forced). Exact, not a model: in greedy decoding every accepted
+    draft IS the target's token, so the draft sees the same prefix as in the teacher-forced pass, and a step starting
+    at position i accepts min(run from i, τ) drafts and adds the target's token after them."""
+    runs = agreement_runs(matches)
+    position, passes = 0, 0
+    while position < len(matches):
+        position += min(runs[position], tau) + 1
+        passes += 1
+    return len(matches), passes
+
+
+@dataclass
+class Costs:
+    """Measured costs in milliseconds: ``target_ms[k]`` = T(k), one cached target pass over k new tokens;
+    ``draft_ms`` = d, one cached draft pass over one token; ``overhead_ms`` = o, the loop's own work per step
+    (choosing, comparing, rolling back) and ``target_overhead_ms`` = o₁, the same for target-only decoding."""
+
+    target_ms: dict[int, float]
+    draft_ms: float
+    overhead_ms: float = 0.0
+    target_overhead_ms: float = 0.0
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        self.target_ms = {int(k): float(v) for k, v in self.target_ms.items()}
+        if 1 not in self.target_ms:
+            raise ValueError("costs need T(1), the one-token target pass (target_ms[1])")
+
+    def verify_ms(self, k: int) -> float:
+        """T(k), interpolated linearly between measured k (and extended along the last two beyond them)."""
+        if k in self.target_ms:
+            return self.target_ms[k]
+        ks = sorted(self.target_ms)
+        if len(ks) == 1:
+            return self.target_ms[ks[0]]
+        below = [x for x in ks if x < k]
+        above = [x for x in ks if x > k]
+        a, b = (below[-1], above[0]) if below and above else ((ks[-2], ks[-1]) if below else (ks[0], ks[1]))
+        return self.target_ms[a] + (self.target_ms[b] - self.target_ms[a]) * (k - a) / (b - a)
+
+    @property
+    def c(self) -> float:
+        """c = d / T(1): one draft token in units of one target token."""
+        return self.draft_ms / self.target_ms[1]
+
+    def step_ms(self, tau: int) -> float:
+        """τ·d + T(τ+1) + o."""
+        return tau * self.draft_ms + self.verify_ms(tau + 1) + self.overhead_ms
+
+    def speedup(self, tokens_per_step: float, tau: int) -> float:
+        """Tokens per step × (time per target-only token) / (time per step)."""
+        return tokens_per_step * (self.target_ms[1] + self.target_overhead_ms) / self.step_ms(tau)
+
+    def to_dict(self) -> dict:
+        return {"target_ms": self.target_ms, "draft_ms": self.draft_ms, "overhead_ms": self.overhead_ms,
+                "target_overhead_ms": self.target_overhead_ms, "c": self.c, "source": self.source}
+
+
+def predict(costs: Costs, alpha: float, taus=range(1, 9), *, profile: list[float] | None = None,
+            matches: list[list[bool]] | None = None) -> list[dict]:
+    """For each τ: tokens per step and speedup predicted from independent positions (α), and, where given, from a
+    measured acceptance profile (``profile``) and from an exact greedy replay (``matches``: per prompt, where the
+    draft agrees with the target along its greedy continuation)."""
+    alpha = check_alpha(alpha)
+    rows = []
+    for tau in taus:
+        row = {"tau": tau, "tokens_per_step": expected_tokens_per_step(alpha, tau), "kept_fraction": kept_fraction(alpha, tau)}
+        row["speedup"] = costs.speedup(row["tokens_per_step"], tau)
+        if profile:
+            row["tokens_per_step_profile"] = tokens_per_step_from_profile(profile, tau)
+            row["speedup_profile"] = costs.speedup(row["tokens_per_step_profile"], tau)
+        if matches:
+            tokens, passes = map(sum, zip(*(replay_greedy(m, tau) for m in matches)))
+            row["tokens_per_step_replay"] = tokens / max(passes, 1)
+            row["speedup_replay"] = costs.speedup(row["tokens_per_step_replay"], tau)
+        rows.append(row)
+    return rows
+
+
+def best_tau(costs: Costs, alpha: float, taus=range(1, 17), *, profile: list[float] | None = None) -> int:
+    """The τ with the largest predicted speedup (from the profile when given, else from α)."""
+    def score(tau):
+        expected = tokens_per_step_from_profile(profile, tau) if profile else expected_tokens_per_step(alpha, tau)
+        return costs.speedup(expected, tau)
+
+    return max(taus, key=score)
+
+
+@torch.no_grad()
+def draft_ms_per_token(draft, *, prefix_length: int = 96, tau: int = 8, repeats: int = 5, seed: int = 0) -> float:
+    """d as the loop pays it: median ms per token of ``draft_tokens`` proposing τ tokens with a cache (each pass, its
+    softmax and argmax), after a prefix of random tokens."""
+    from .cache import rollback
+    from .draft import draft_tokens
+    from .generation import sync
+
+    gen = torch.Generator().manual_seed(seed)
+    device = next(draft.parameters()).device
+    prefix = torch.randint(0, draft.config.vocab_size, (1, prefix_length), generator=gen).to(device)
+    cache = DynamicCache(config=draft.config)
+    draft(prefix[:, :-1], past_key_values=cache, use_cache=True)
+    times = []
+    for repeat in range(repeats + 1):  # the first round is a warm-up
+        sync(device)
+        start = time.perf_counter()
+        draft_tokens(draft, prefix, tau, past_key_values=cache)
+        sync(device)
+        if repeat:
+            times.append((time.perf_counter() - start) / tau)
+        rollback(cache, prefix_length - 1)
+    return 1000 * statistics.median(times)
+
+
+def measure_costs(target, draft, ks=range(1, 10), *, prefix_length: int = 96, repeats: int = 5) -> Costs:
+    """T(k) for each k on the target's current kernel path (median of ``repeats`` cached passes after a prefix of
+    ``prefix_length`` random tokens, ``kernels.pass_times``) and d (``draft_ms_per_token``). The loop's own overhead
+    per step is not measured here (0): ``run_benchmark`` measures it on the target-only loop."""
+    from .kernels import kernel_path, pass_times
+
+    target_path = kernel_path(target)
+    kwargs = {"min_rows": target.onednn_min_rows} if getattr(target, "onednn_min_rows", None) else {}
+    target_s = pass_times(target, [target_path], list(ks), prefix_length=prefix_length, repeats=repeats, **kwargs)[target_path]
+    return Costs({k: 1000 * s for k, s in target_s.items()}, draft_ms_per_token(draft, prefix_length=prefix_length),
+                 source=f"target: pass_times on {target_path}, prefix {prefix_length}, median of {repeats}; "
+                        f"draft: draft_tokens on {kernel_path(draft)}")
+
+
+def median_ms(seconds) -> float:
+    seconds = list(seconds)
+    return 1000 * statistics.median(seconds) if seconds else float("nan")

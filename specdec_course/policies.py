@@ -1,0 +1,145 @@
+"""Choosing τ step by step: fixed, the grow/shrink heuristic, and a policy that uses the cost model.
+
+A policy answers one question before every step, ``next_tau()``, and learns from what the step did,
+``update(step)`` (a ``StepTrace``: τ, accepted count, draft and verify times, tokens the target read).
+Any object with these two methods (and ``max_tau``, the largest τ it may ask for) can drive
+``speculative_generate(tau=policy)``. τ changes only how many drafts are proposed, never which token is
+kept, so every policy gives output identical to the target's greedy decoding.
+"""
+from __future__ import annotations
+
+import statistics
+from collections import deque
+
+from .cost_model import expected_tokens_per_step
+
+
+class FixedTau:
+    """τ drafts every step."""
+
+    def __init__(self, tau: int):
+        from .speculative import check_tau
+
+        self.tau = self.max_tau = check_tau(tau)
+
+    def next_tau(self) -> int:
+        return self.tau
+
+    def update(self, step) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"FixedTau({self.tau})"
+
+
+class GrowShrink:
+    """transformers' "heuristic" schedule for ``num_assistant_tokens``: after a step whose drafts were all accepted,
+    propose ``grow`` more next time; after a rejection, ``shrink`` fewer (never below 1, never above ``max_tau``)."""
+
+    def __init__(self, start: int = 5, *, grow: int = 2, shrink: int = 1, max_tau: int = 16):
+        for name, value in (("start", start), ("grow", grow), ("shrink", shrink), ("max_tau", max_tau)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name in ("grow", "shrink") else 1):
+                raise ValueError(f"GrowShrink {name} must be a whole number (at least {0 if name in ('grow', 'shrink') else 1}), got {value!r}")
+        if start > max_tau:
+            raise ValueError(f"GrowShrink start ({start}) must not exceed max_tau ({max_tau})")
+        self.tau, self.grow, self.shrink, self.max_tau = start, grow, shrink, max_tau
+
+    def next_tau(self) -> int:
+        return self.tau
+
+    def update(self, step) -> None:
+        if step.tau == 0:
+            return
+        if step.n_accepted == step.tau:
+            self.tau = min(self.max_tau, self.tau + self.grow)
+        else:
+            self.tau = max(1, self.tau - self.shrink)
+
+    def __repr__(self) -> str:
+        return f"GrowShrink(tau={self.tau}, +{self.grow}/-{self.shrink}, max {self.max_tau})"
+
+
+class CostModelPolicy:
+    """Pick the τ that maximises predicted throughput E(α̂, τ) / (τ·d + T(τ+1)), learning everything online.
+
+    α̂: accepted / examined drafts with a Beta(1, 1) prior, older steps weighted down by ``memory`` per step.
+    d: median draft time per drafted token over recent steps. T(k): the median verify time of recent steps that fed
+    the target k tokens; between and beyond the k seen so far, a straight line through them (before two different k
+    have been seen, T(k) = T(k₀)·(1 + ``slope``·(k − k₀))). Give ``costs`` (a ``cost_model.Costs``) to use measured
+    d and T(k) instead. The first step, which also reads the prompt, teaches only α̂.
+    """
+
+    def __init__(self, costs=None, *, start: int = 2, max_tau: int = 12, memory: float = 0.95, slope: float = 0.05,
+                 window: int = 32):
+        if not 1 <= start <= max_tau:
+            raise ValueError(f"start must be between 1 and max_tau ({max_tau}), got {start}")
+        if not 0 < memory <= 1:
+            raise ValueError(f"memory must be in (0, 1], got {memory}")
+        self.costs, self.tau, self.max_tau, self.memory, self.slope = costs, start, max_tau, memory, slope
+        self.accepted = self.examined = 0.0
+        self.draft_ms = deque(maxlen=window)
+        self.verify_ms: dict[int, deque] = {}
+        self.window, self.steps = window, 0
+
+    @property
+    def alpha(self) -> float:
+        return (self.accepted + 1) / (self.examined + 2)
+
+    def update(self, step) -> None:
+        self.steps += 1
+        if step.tau == 0:
+            return
+        self.accepted = self.memory * self.accepted + step.n_accepted
+        self.examined = self.memory * self.examined + step.n_accepted + (step.n_accepted < step.tau)
+        if self.steps > 1:  # the first step also reads the whole prompt
+            self.draft_ms.append(1000 * step.draft_time / step.tau)
+            k = step.verify_tokens or step.tau + 1
+            self.verify_ms.setdefault(k, deque(maxlen=self.window)).append(1000 * step.verify_time)
+        self.tau = self._choose()
+
+    def _verify_estimate(self, k: int) -> float:
+        if self.costs is not None:
+            return self.costs.verify_ms(k)
+        points = sorted((x, statistics.median(v)) for x, v in self.verify_ms.items())
+        if len(points) == 1:
+            x0, y0 = points[0]
+            return y0 * (1 + self.slope * (k - x0))
+        n = len(points)
+        mean_x = sum(x for x, _ in points) / n
+        mean_y = sum(y for _, y in points) / n
+        b = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
+        return mean_y + max(b, 0.0) * (k - mean_x)
+
+    def _choose(self) -> int:
+        if self.costs is None and not self.verify_ms:
+            return self.tau
+        d = self.costs.draft_ms if self.costs is not None else statistics.median(self.draft_ms)
+        alpha = min(self.alpha, 0.999)
+
+        def throughput(tau):
+            return expected_tokens_per_step(alpha, tau) / (tau * d + self._verify_estimate(tau + 1))
+
+        return max(range(1, self.max_tau + 1), key=throughput)
+
+    def next_tau(self) -> int:
+        return self.tau
+
+    def __repr__(self) -> str:
+        return f"CostModelPolicy(tau={self.tau}, alpha≈{self.alpha:.2f}{', measured costs' if self.costs else ''})"
+
+
+POLICY_NAMES = ("adaptive", "heuristic")
+
+
+def make_policy(tau):
+    """A policy from ``speculative_generate``'s ``tau``: a whole number (fixed), "adaptive" (``CostModelPolicy``),
+    "heuristic" (``GrowShrink``), or an object with ``next_tau``, ``update`` and ``max_tau``."""
+    if isinstance(tau, str):
+        if tau == "adaptive":
+            return CostModelPolicy()
+        if tau == "heuristic":
+            return GrowShrink()
+        raise ValueError(f"tau={tau!r}: give a whole number ≥ 1, 'adaptive', 'heuristic' or a policy object")
+    if all(hasattr(tau, name) for name in ("next_tau", "update", "max_tau")):
+        return tau
+    return FixedTau(tau)

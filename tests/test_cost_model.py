@@ -1,0 +1,155 @@
+"""The cost model, the two acceptance numbers, and the τ policies, on tiny models."""
+import json
+import math
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import specdec_course as sc
+from specdec_course import cost_model as cm
+from specdec_course.analysis import greedy_matches
+from specdec_course.policies import CostModelPolicy, FixedTau, GrowShrink, make_policy
+
+from helpers import tiny_pair
+
+
+def step(tau, n, draft_s=0.001, verify_s=0.01, verify_tokens=None):
+    return SimpleNamespace(tau=tau, n_accepted=n, draft_time=draft_s, verify_time=verify_s,
+                           verify_tokens=verify_tokens or tau + 1)
+
+
+def test_expected_tokens_and_kept_fraction_formulas():
+    assert cm.expected_tokens_per_step(0.0, 4) == 1.0
+    assert cm.expected_tokens_per_step(1.0, 4) == 5.0
+    assert cm.expected_tokens_per_step(0.5, 2) == pytest.approx(1 + 0.5 + 0.25)
+    # κ = E[n]/τ, and it falls with τ while α stays put
+    assert cm.kept_fraction(0.5, 2) == pytest.approx(0.75 / 2)
+    assert cm.kept_fraction(0.6, 8) < cm.kept_fraction(0.6, 4) < cm.kept_fraction(0.6, 1) == pytest.approx(0.6)
+    for alpha in (0.1, 0.37, 0.8):
+        for tau in (1, 3, 8):
+            assert cm.alpha_from_kept_fraction(cm.kept_fraction(alpha, tau), tau) == pytest.approx(alpha, abs=1e-9)
+    with pytest.raises(ValueError, match="alpha"):
+        cm.expected_tokens_per_step(1.2, 3)
+    with pytest.raises(ValueError, match="kept fraction"):
+        cm.alpha_from_kept_fraction(-0.1, 3)
+
+
+def test_alpha_from_steps_recovers_independent_alpha_and_profile_is_flat():
+    rng = random.Random(0)
+    alpha, steps = 0.6, []
+    for _ in range(20000):
+        tau = rng.choice([1, 3, 6])
+        n = 0
+        while n < tau and rng.random() < alpha:
+            n += 1
+        steps.append(step(tau, n))
+    assert cm.alpha_from_steps(steps) == pytest.approx(alpha, abs=0.01)
+    profile = cm.acceptance_profile(steps)
+    assert len(profile) == 6 and all(abs(a - alpha) < 0.07 for a in profile)
+    assert cm.tokens_per_step_from_profile(profile, 4) == pytest.approx(cm.expected_tokens_per_step(alpha, 4), rel=0.03)
+    kept = sum(s.n_accepted for s in steps) / sum(s.tau for s in steps)
+    assert kept < alpha - 0.1  # the kept fraction is a different, smaller number
+
+
+def test_replay_is_exact_for_greedy_speculative_decoding():
+    target, draft = tiny_pair(3, noise=0.2)
+    ids = torch.randint(0, 64, (1, 9), generator=torch.Generator().manual_seed(1))
+    tokens = sc.autoregressive_generate(target, ids, 40).tokens
+    matches = greedy_matches(draft, ids, tokens)
+    assert 0 < sum(matches) < len(matches)
+    for tau in (1, 2, 3, 5, 8):
+        result = sc.speculative_generate(target, draft, ids, 40, tau=tau)
+        assert result.tokens == tokens
+        assert cm.replay_greedy(matches, tau) == (40, result.target_passes), tau
+
+
+def test_replay_and_runs_on_hand_made_matches():
+    matches = [True, True, False, True, True, True, False, False]
+    assert cm.agreement_runs(matches) == [2, 1, 0, 3, 2, 1, 0, 0]
+    # τ = 2: two accepted + the target's token (3), a run of 3 capped at 2 (+3), then two rejections (+1, +1)
+    assert cm.replay_greedy(matches, 2) == (8, 4)
+    assert cm.replay_greedy([False] * 5, 4) == (5, 5)
+    assert cm.replay_greedy([True] * 9, 2) == (9, 3)
+
+
+def test_costs_interpolate_and_predict():
+    costs = cm.Costs({1: 10.0, 3: 14.0, 5: 20.0}, draft_ms=1.0)
+    assert costs.verify_ms(2) == pytest.approx(12.0)
+    assert costs.verify_ms(7) == pytest.approx(26.0)  # along the last segment
+    assert costs.c == pytest.approx(0.1)
+    assert costs.step_ms(2) == pytest.approx(2 * 1.0 + 14.0)
+    assert costs.speedup(1.0, 0) == pytest.approx(1.0)
+    rows = cm.predict(costs, 0.5, [1, 2], profile=[0.9, 0.1], matches=[[True, False, True]])
+    assert rows[0]["speedup"] == pytest.approx(1.5 * 10 / 13)
+    assert rows[1]["tokens_per_step_profile"] == pytest.approx(1 + 0.9 + 0.09)
+    assert "speedup_replay" in rows[0]
+    assert cm.best_tau(costs, 0.9, range(1, 9)) > cm.best_tau(costs, 0.2, range(1, 9))
+    with pytest.raises(ValueError, match="T\\(1\\)"):
+        cm.Costs({2: 3.0}, 1.0)
+
+
+def test_measure_costs_on_a_tiny_pair():
+    target, draft = tiny_pair(0)
+    costs = cm.measure_costs(target, draft, ks=[1, 2, 4], prefix_length=8, repeats=2)
+    assert set(costs.target_ms) == {1, 2, 4} and all(v > 0 for v in costs.target_ms.values()) and costs.draft_ms > 0
+    json.dumps(costs.to_dict())
+
+
+def test_policies_keep_output_identical_and_move_tau():
+    target, draft = tiny_pair(5, noise=0.1)
+    ids = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(2))
+    reference = sc.autoregressive_generate(target, ids, 48).tokens
+    for tau in ("adaptive", "heuristic", GrowShrink(start=3, max_tau=6), CostModelPolicy(start=4), 2):
+        result = sc.speculative_generate(target, draft, ids, 48, tau=tau)
+        assert result.tokens == reference, tau
+    heuristic = sc.speculative_generate(target, draft, ids, 48, tau=GrowShrink(start=3, max_tau=6))
+    taus = [s.tau for s in heuristic.steps[:-1]]
+    for before, after, s in zip(taus, taus[1:], heuristic.steps):
+        assert after == (min(6, before + 2) if s.n_accepted == s.tau else max(1, before - 1))
+
+
+def test_cost_model_policy_picks_the_predicted_best_tau():
+    costs = cm.Costs({k: 10.0 + 0.3 * (k - 1) for k in range(1, 20)}, draft_ms=0.4)
+    for alpha in (0.3, 0.7, 0.9):
+        policy = CostModelPolicy(costs, max_tau=12)
+        rng = random.Random(1)
+        for _ in range(400):
+            tau = policy.next_tau()
+            n = 0
+            while n < tau and rng.random() < alpha:
+                n += 1
+            policy.update(step(tau, n))
+        assert abs(policy.alpha - alpha) < 0.1
+        best = cm.best_tau(costs, alpha, range(1, 13))
+        chosen = policy.next_tau()
+        predicted = lambda t: costs.speedup(cm.expected_tokens_per_step(alpha, t), t)
+        assert predicted(chosen) >= 0.95 * predicted(best), (alpha, chosen, best)
+
+
+def test_cost_model_policy_learns_costs_online():
+    policy = CostModelPolicy(start=3, max_tau=10)
+    for i in range(60):  # verification nearly free, drafting cheap, α high: τ should grow
+        tau = policy.next_tau()
+        policy.update(step(tau, tau, draft_s=0.0005, verify_s=0.010 + 0.0001 * tau, verify_tokens=tau + 1))
+    assert policy.next_tau() >= 8
+    policy = CostModelPolicy(start=3, max_tau=10)
+    for i in range(60):  # drafting as dear as verifying and α low: τ = 1
+        tau = policy.next_tau()
+        policy.update(step(tau, 0, draft_s=0.010 * tau, verify_s=0.010 * (tau + 1), verify_tokens=tau + 1))
+    assert policy.next_tau() == 1
+
+
+def test_bad_tau_values_are_refused_clearly():
+    with pytest.raises(ValueError, match="adaptive"):
+        make_policy("fast")
+    with pytest.raises(TypeError, match="whole number"):
+        make_policy(2.5)
+    with pytest.raises(ValueError, match="at least 1"):
+        FixedTau(0)
+    with pytest.raises(ValueError, match="start"):
+        GrowShrink(start=9, max_tau=4)
+    with pytest.raises(ValueError, match="memory"):
+        CostModelPolicy(memory=0)
+    assert math.isnan(cm.alpha_from_steps([]))

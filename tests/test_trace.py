@@ -1,0 +1,87 @@
+"""Traces written by speculative_generate, read back and explained; faults injected and named."""
+import json
+
+import pytest
+import torch
+
+import specdec_course as sc
+from specdec_course import faults
+from specdec_course.trace import FINDINGS, analyse_trace, read_trace
+
+from helpers import tiny_pair
+
+
+@pytest.fixture(scope="module")
+def pair():
+    target, draft = tiny_pair(0, noise=0.1)
+    ids = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(0))
+    return target, draft, ids, sc.autoregressive_generate(target, ids, 40).tokens
+
+
+def traced(tmp_path, target, draft, ids, name, fault=None, **kwargs):
+    path = tmp_path / f"{name}.jsonl"
+    # a tiny target costs like a real one (a few ms a pass), so the draft is as cheap next to it as a real draft
+    with faults.added_cost(target, ms_per_pass=4):
+        if fault is None:
+            result = sc.speculative_generate(target, draft, ids, 40, tau=3, trace=path, **kwargs)
+        else:
+            with faults.injected(fault, target, draft):
+                result = sc.speculative_generate(target, draft, ids, 40, tau=3, trace=path, **kwargs)
+    return result, path
+
+
+def test_trace_is_written_and_read_back(tmp_path, pair):
+    target, draft, ids, reference = pair
+    result, path = traced(tmp_path, target, draft, ids, "healthy")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["kind"] == "header" and lines[-1]["kind"] == "summary"
+    header, steps, summary = read_trace(path)
+    assert len(steps) == result.target_passes and summary["tokens"] == len(result.tokens) == 40
+    assert [s["accepted"] for s in steps] == [s.n_accepted for s in result.steps]
+    assert [s["correction"] for s in steps] == [s.correction for s in result.steps]
+    assert sum(len(s["emitted"]) for s in steps) == 40
+    assert all(s["target_calls"] == 1 and s["target_cache"] == s["kept"] for s in steps)
+    assert steps[0]["verify_tokens"] == 12 + steps[0]["tau"] and steps[1]["verify_tokens"] == steps[1]["tau"] + 1
+    assert summary["alpha"] == pytest.approx(result.alpha) and summary["kept_fraction"] == pytest.approx(result.kept_fraction)
+    assert {"1", "4"} <= set(header["calibration"]["target_ms"])
+    diagnosis = analyse_trace(path)
+    assert diagnosis.names == [], str(diagnosis)
+    assert "no fault found" in str(diagnosis)
+
+
+@pytest.mark.parametrize("fault", faults.FAULTS)
+def test_each_injected_fault_is_named_and_only_stale_cache_changes_output(tmp_path, pair, fault):
+    target, draft, ids, reference = pair
+    if fault == "no_chat_template":
+        result, path = traced(tmp_path, target, draft, ids, fault, draft_input_ids=ids[:, 5:])
+    else:
+        result, path = traced(tmp_path, target, draft, ids, fault, fault=fault)
+    names = {"no_chat_template": "prompt_mismatch", "slow_draft": "slow_draft",
+             "token_by_token_verification": "verification_not_one_pass", "slow_kernels": "slow_kernels",
+             "stale_cache": "stale_cache"}
+    diagnosis = analyse_trace(path)
+    assert diagnosis.names and diagnosis.names[0] == names[fault], str(diagnosis)
+    assert set(diagnosis.names) <= set(FINDINGS)
+    check = faults.lossless_check(target, ids, result)
+    if fault == "stale_cache":
+        assert not check["identical"] and check["top2_margin"] > 1e-3  # a real difference, not a near-tie
+    else:
+        assert check["identical"] and result.tokens == reference
+    # everything is undone afterwards
+    assert analyse_trace(traced(tmp_path, target, draft, ids, "after")[1]).names == []
+
+
+def test_bad_traces_and_faults_are_refused_clearly(tmp_path, pair):
+    target, draft, ids, _ = pair
+    with pytest.raises(ValueError, match="unknown fault"):
+        with faults.injected("gremlins", target, draft):
+            pass
+    with pytest.raises(FileNotFoundError):
+        read_trace(tmp_path / "missing.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    with pytest.raises(ValueError, match="line 1: not JSON"):
+        read_trace(bad)
+    bad.write_text(json.dumps({"kind": "header", "prompt_length": 3}) + "\n")
+    with pytest.raises(ValueError, match="no summary"):
+        read_trace(bad)
