@@ -2,7 +2,8 @@
 
     demo        load the real target model and generate an answer in the terminal
     acceptance  measure the draft's greedy acceptance rate alpha and cost ratio c
-    bench       cost curves and speed of target-only vs speculative greedy decoding, for each kernel path
+    bench       target-only, speculative (each tau, adaptive policies) and transformers' assisted generation side by
+                side, predicted speedup beside measured, for each kernel path
     exercises   regenerate exercises/ from solutions/ (--check: only compare)
 """
 from __future__ import annotations
@@ -85,6 +86,9 @@ def cmd_bench(args) -> int:
     bad = [k for k in args.kinds if k not in ("none", "dynamic", "static")]
     if bad:
         raise ValueError(f"--kinds {' '.join(bad)}: use any of none, dynamic, static")
+    bad = [p for p in args.policies if p not in ("adaptive", "heuristic")]
+    if bad:
+        raise ValueError(f"--policies {' '.join(bad)}: use any of adaptive, heuristic (or none at all)")
     max_new = args.max_new_tokens or (48 if args.quick else 96)
     prompts = _read_prompts(args.prompts) if args.prompts else bench_prompts(quick=args.quick, split=args.split)
     target, draft, tokenizer = load_pair(device=args.device, dtype=args.dtype)
@@ -93,12 +97,27 @@ def cmd_bench(args) -> int:
     print(f"{len(prompts)} prompts x {max_new} new tokens, {target.dtype}, kernels {' '.join(args.kernels)}, tau in {taus}, "
           f"caches {' '.join(args.kinds)}")
     report = kernel_benchmark(target, draft, tokenizer, kernels=args.kernels, taus=taus, max_new_tokens=max_new,
-                              prompts=prompts, kinds=args.kinds, progress=not args.no_progress)
+                              prompts=prompts, kinds=args.kinds, policies=args.policies, assisted=not args.no_assisted,
+                              progress=not args.no_progress)
     report.update({"machine": machine, "dtype": str(target.dtype).replace("torch.", ""),
                    "command": "python -m specdec_course " + " ".join(sys.argv[1:] if args.argv is None else args.argv)})
     print(format_kernel_report(report))
     if args.json:
         _write_json(args.json, report)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from .viz import plot_speedup
+
+        fig, axes = plt.subplots(1, len(report["blocks"]), figsize=(6.5 * len(report["blocks"]), 3.8), squeeze=False)
+        for ax, block in zip(axes[0], report["blocks"]):
+            plot_speedup(block, ax, title=f"target {block['target_kernels']}, draft {block['draft_kernels']}")
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -148,6 +167,11 @@ def main(argv=None) -> int:
     bench.add_argument("--kernels", nargs="+", default=["stock", "auto"],
                        help="kernel paths to compare (auto = each model's measured choice; default: stock auto)")
     bench.add_argument("--kinds", nargs="+", default=["dynamic", "static"], help="cache kinds: none dynamic static")
+    bench.add_argument("--policies", nargs="*", default=["adaptive", "heuristic"],
+                       help="adaptive tau policies to run too: adaptive (cost model) heuristic (grow/shrink); default both")
+    bench.add_argument("--no-assisted", action="store_true",
+                       help="leave out transformers' generate and assisted generation (assistant_model=draft)")
+    bench.add_argument("--plot", default=None, help="also save measured and predicted speedup against tau to this PNG")
     bench.add_argument("--dtype", default=None, help="float32 (default) or bfloat16 (where the hardware has it)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.add_argument("--json", default=None, help="also write the report to this JSON file")

@@ -1,7 +1,8 @@
-"""Side-by-side speed of target-only and speculative greedy decoding, with and without KV caches.
+"""Side-by-side speed of target-only and speculative greedy decoding, and of transformers' assisted generation.
 
-Every configuration decodes the same prompts in one run; the table gives tokens/s, the ratio to
-target-only greedy decoding (with its cache) and whether the output was identical to it.
+Every configuration decodes the same prompts in one run; the table gives tokens/s, the ratio to target-only greedy
+decoding (the course's loop with its cache), α and the kept fraction, tokens per target pass, the cost model's
+predicted speedup, and whether the output was identical to target greedy.
 ``kernel_benchmark`` repeats this for each matrix-multiply path (``specdec_course.kernels``) on the same
 model objects, with the cost curve T(k)/T(1) of each path and transformers' ``generate`` on the stock
 path as the outside reference.

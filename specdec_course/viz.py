@@ -79,3 +79,33 @@ def step_viewer(result, tokenizer=None):
     bundle["text/html"] = static
     bundle["text/plain"] = f"step viewer over {len(result.steps)} steps (widgets not available here)"
     display(bundle, raw=True)
+
+
+def plot_speedup(report: dict, ax=None, title: str | None = None):
+    """Measured and predicted speedup against τ, from one ``run_benchmark`` report (or one block of ``bench``'s):
+    our loop for each cache kind, the cost model's predictions, and transformers' assisted generation."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3.6))
+    rows = [r for r in report["rows"] if r["tau"] is not None]
+    configs = [c for c in dict.fromkeys(r["config"] for r in rows) if "no cache" not in c]
+    for config in configs:
+        mine = [r for r in rows if r["config"] == config]
+        style = "s--" if config.startswith("assisted") else "o-"
+        ax.plot([r["tau"] for r in mine], [r["ratio"] for r in mine], style, label=f"measured: {config}")
+    predicted = {}
+    for r in rows:
+        if "predicted" in r:
+            predicted.setdefault(r["tau"], (r["predicted"], r.get("predicted_replay")))
+    if predicted:
+        taus = sorted(predicted)
+        ax.plot(taus, [predicted[t][0] for t in taus], "k:", label="predicted (independent positions)")
+        if all(predicted[t][1] is not None for t in taus):
+            ax.plot(taus, [predicted[t][1] for t in taus], "k-.", label="predicted (agreement replayed)")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xlabel("τ (draft tokens per step)")
+    ax.set_ylabel("speedup over target-only")
+    ax.set_title(title or "measured and predicted speedup")
+    ax.legend(fontsize=7)
+    return ax

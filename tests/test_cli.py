@@ -72,15 +72,22 @@ def test_headless_lab_serves_the_course():
 @pytest.mark.real
 def test_bench_prints_cost_curves_ratios_and_identity_checks(target, tmp_path):
     out_json = tmp_path / "bench.json"
-    run = subprocess.run([sys.executable, "-m", "specdec_course", "bench", "--taus", "2", "--max-new-tokens", "8",
+    out_png = tmp_path / "bench.png"
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text('["Name two rivers in Africa.", "Write a haiku about rain.", "What is 12 times 11?"]')
+    run = subprocess.run([sys.executable, "-m", "specdec_course", "bench", "--taus", "1", "2", "--max-new-tokens", "8",
                           "--kinds", "none", "static", "--kernels", "stock", "onednn", "--no-progress",
-                          "--json", str(out_json)], capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=600)
+                          "--prompts", str(prompts), "--json", str(out_json), "--plot", str(out_png)],
+                         capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=600)
     assert run.returncode == 0, run.stderr
     assert "T(k)/T(1)" in run.stdout and "k=16" in run.stdout
     assert "== target kernels: stock, draft kernels: stock ==" in run.stdout
     assert "== target kernels: onednn, draft kernels: onednn ==" in run.stdout
-    assert "target only (KV cache)" in run.stdout and "static cache" in run.stdout and "no cache" in run.stdout
+    assert "target only (course loop)" in run.stdout and "static cache" in run.stdout and "no cache" in run.stdout
+    assert "tau=adaptive" in run.stdout and "tau=heuristic" in run.stdout and "assisted, transformers defaults" in run.stdout
+    assert "predicted" in run.stdout and "identical" in run.stdout and "kept" in run.stdout
     assert run.stdout.count("all outputs identical to target greedy: True") == 2
+    assert out_png.stat().st_size > 10_000
     assert "x transformers generate on stock" in run.stdout
     assert "at the start of the run" in run.stdout  # target-only timed first and last, drift shown
     import json
@@ -91,10 +98,19 @@ def test_bench_prints_cost_curves_ratios_and_identity_checks(target, tmp_path):
     assert report["transformers_generate"]["tokens_per_s"] > 0
     assert [(b["target_kernels"], b["draft_kernels"]) for b in report["blocks"]] == [("stock", "stock"), ("onednn", "onednn")]
     for block in report["blocks"]:
-        assert len(block["rows"]) == 3 and all(r["identical"] for r in block["rows"])
+        configs = [r["config"] for r in block["rows"]]
+        assert configs == ["target only (course loop)", "speculative, no cache", "speculative, static cache",
+                           "speculative, no cache", "speculative, static cache", "speculative, tau=adaptive, static",
+                           "speculative, tau=heuristic, static", "transformers generate", "assisted, transformers defaults",
+                           "assisted, constant", "assisted, constant"]
+        assert all(r["identical"] for r in block["rows"])
+        for row in block["rows"]:
+            if row["config"] == "speculative, static cache":
+                assert row["predicted"] > 0 and row["predicted_replay"] > 0 and 0 <= row["kept_fraction"] <= row["alpha"] <= 1
+        assert 0 <= block["prediction"]["alpha"] <= 1 and block["prediction"]["costs"]["draft_ms"] > 0
         assert block["same_as_generate"] or block["first_mismatch_with_generate"]["top2_margin"] < 1e-3
-    assert report["prompts"] == sc_distill.load_prompts("eval")[:8]  # the evaluation split, never trained on
-    assert report["command"].startswith("python -m specdec_course bench --taus 2")
+    assert len(report["prompts"]) == 3
+    assert report["command"].startswith("python -m specdec_course bench --taus 1 2")
 
 
 def test_bench_rejects_a_bad_prompt_file_before_loading_models(tmp_path):
@@ -103,3 +119,15 @@ def test_bench_rejects_a_bad_prompt_file_before_loading_models(tmp_path):
     run = subprocess.run([sys.executable, "-m", "specdec_course", "bench", "--prompts", str(bad)],
                          capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
     assert run.returncode == 2 and "JSON list of non-empty strings" in run.stderr
+
+
+def test_bench_default_prompts_are_the_evaluation_split():
+    from specdec_course.benchmark import bench_prompts
+
+    assert bench_prompts() == sc_distill.load_prompts("eval")[:8]  # written independently, never trained on
+
+
+def test_bench_rejects_an_unknown_policy_before_loading_models():
+    run = subprocess.run([sys.executable, "-m", "specdec_course", "bench", "--policies", "greedy-ish"],
+                         capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
+    assert run.returncode == 2 and "use any of adaptive, heuristic" in run.stderr
