@@ -65,12 +65,14 @@ def assisted_generate(target, draft, ids, max_new_tokens, eos, settings: dict):
 ASSISTED_KEYS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
 
 
-def _prediction(costs, alpha, matches, tau):
-    from .cost_model import expected_tokens_per_step, replay_greedy
+def _prediction(costs, prediction, tau):
+    from .cost_model import expected_tokens_per_step, replay_greedy, run_speedup
 
-    tokens, passes = map(sum, zip(*(replay_greedy(m, tau) for m in matches)))
-    return {"predicted": costs.speedup(expected_tokens_per_step(alpha, tau), tau),
-            "predicted_replay": costs.speedup(tokens / max(passes, 1), tau)}
+    expected = expected_tokens_per_step(prediction["alpha"], tau)
+    prefills = prediction["prefill_ms"]
+    independent = [(prefill, len(m), len(m) / expected) for prefill, m in zip(prefills, prediction["matches"])]
+    replayed = [(prefill, len(m), replay_greedy(m, tau)[1]) for prefill, m in zip(prefills, prediction["matches"])]
+    return {"predicted": run_speedup(costs, independent, tau), "predicted_replay": run_speedup(costs, replayed, tau)}
 
 
 def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens: int = 96, prompts=None,
@@ -101,12 +103,15 @@ def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens:
     if predict:
         if costs is None:
             costs = measure_costs(target, draft)
-        # the loop's own work per token, beyond the pass itself: measured on the target-only run just made
-        costs.target_overhead_ms = max(0.0, 1000 * first_time / n_tokens - costs.target_ms[1])
-        costs.overhead_ms = costs.target_overhead_ms
+        # the target-only run just made gives each prompt's prefill and the loop's time per later token; what it
+        # spends beyond T(1) is the loop's own work (o₁), and a speculative step is assumed to spend the same (o)
+        steady = [t for b in baseline for t in b.token_times[1:]]
+        costs.target_overhead_ms = 1000 * sum(steady) / max(len(steady), 1) - costs.target_ms[1]
+        costs.overhead_ms = max(costs.target_overhead_ms, 0.0)
         matches = [greedy_matches(draft, x, b.tokens) for x, b in zip(ids, baseline)]
         alpha = sum(map(sum, matches)) / max(sum(map(len, matches)), 1)
-        prediction = {"alpha": alpha, "costs": costs.to_dict(), "matches": matches}
+        prediction = {"alpha": alpha, "costs": costs.to_dict(), "matches": matches,
+                      "prefill_ms": [1000 * b.token_times[0] for b in baseline]}
 
     rows = []
 
@@ -130,7 +135,7 @@ def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens:
                "alpha": alpha_from_steps(steps), "kept_fraction": sum(s.n_accepted for s in steps) / max(sum(s.tau for s in steps), 1),
                "tokens_per_pass": tokens / max(len(steps), 1), "mean_tau": sum(s.tau for s in steps) / max(len(steps), 1)}
         if prediction and isinstance(tau, int) and kind != "none":
-            row.update(_prediction(costs, prediction["alpha"], prediction["matches"], tau))
+            row.update(_prediction(costs, prediction, tau))
         add(row)
 
     for tau in taus:
@@ -202,8 +207,8 @@ def format_table(report: dict) -> str:
         ks = sorted(int(k) for k in c["target_ms"])
         lines.append(f"cost model: alpha = {prediction['alpha']:.3f} (draft/target greedy agreement over {prediction['positions']} "
                      f"positions), T(1) = {c['target_ms'][ks[0]]:.1f} ms, T({ks[-1]})/T(1) = "
-                     f"{c['target_ms'][ks[-1]] / c['target_ms'][ks[0]]:.2f}, d = {c['draft_ms']:.2f} ms (c = {c['c']:.3f}), "
-                     f"loop overhead {c['overhead_ms']:.1f} ms per pass")
+                     f"{c['target_ms'][ks[-1]] / c['target_ms'][ks[0]]:.2f}, draft per step {c.get('draft_step_ms', 0):.2f} + "
+                     f"tau x {c['draft_ms']:.2f} ms (c = {c['c']:.3f}), loop overhead {c['overhead_ms']:.1f} ms per step")
     tau = best["tau"] if best["tau"] is not None else "(policy)"
     lines.append(f"best of ours: {best['config']}, tau={tau}: {best['ratio']:.2f}x target-only greedy; "
                  f"all outputs identical to target greedy: {all(r['identical'] for r in report['rows'])}")

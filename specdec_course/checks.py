@@ -278,3 +278,231 @@ def check_kv_bytes(fn) -> None:
             raise CheckFailed(f"{layers} layers, {kv_heads} KV heads of size {hidden // heads}, {size} bytes per element: "
                               f"expected {expected}, got {got}. Keys AND values, for KV heads (not query heads).")
     passed("kv_bytes_per_token = 2 × layers × kv_heads × head_dim × bytes per element")
+
+
+def _all_cases(name: str, failures: list[str], total: int, ok_message: str) -> None:
+    """Report every failed case at once, a line each (at most 8), or the success message."""
+    if failures:
+        shown = failures[:8] + ([f"... and {len(failures) - 8} more"] if len(failures) > 8 else [])
+        raise CheckFailed(f"{name}: {len(failures)} of {total} cases wrong:\n  " + "\n  ".join(shown))
+    passed(ok_message)
+
+
+# --------------------------------------------------------------------------- exercise 06
+def check_kept_fraction(fn) -> None:
+    """fn(alpha, tau) -> κ = α (1 − α^τ) / ((1 − α) τ), the kept fraction under independent positions."""
+    from .cost_model import kept_fraction
+
+    failures, total = [], 0
+    for alpha in (0.0, 0.25, 0.5, 0.9, 1.0):
+        for tau in (1, 3, 8):
+            total += 1
+            expected = kept_fraction(alpha, tau)
+            got = _call(fn, alpha, tau)
+            if got is None or abs(float(got) - expected) > 1e-6:
+                hint = " (at α = 1 every draft is kept)" if alpha == 1 else (" (τ = 1: κ = α)" if tau == 1 else "")
+                failures.append(f"alpha={alpha}, tau={tau}: expected {expected:.4f}, got {got}{hint}")
+    _all_cases("kept_fraction", failures, total, "kept_fraction is right for α in 0..1 and τ in 1..8")
+
+
+def check_alpha_from_steps(fn) -> None:
+    """fn(steps) -> α estimated from [(τ, n accepted), ...]: accepted / (accepted + rejections looked at)."""
+    cases = [[(4, 4)], [(4, 0)], [(2, 1), (2, 2), (2, 0)], [(1, 0), (1, 1), (3, 3), (3, 1)], [(8, 2)] * 5]
+    failures = []
+    for steps in cases:
+        accepted = sum(n for _, n in steps)
+        expected = accepted / sum(n + (n < tau) for tau, n in steps)
+        got = _call(fn, steps)
+        if got is None or abs(float(got) - expected) > 1e-9:
+            kept = accepted / sum(tau for tau, _ in steps)
+            hint = " (that is the kept fraction: drafts after a rejection were never looked at)" \
+                if got is not None and abs(float(got) - kept) < 1e-9 else ""
+            failures.append(f"steps {steps}: expected {expected:.4f}, got {got}{hint}")
+    _all_cases("alpha_from_steps", failures, len(cases), "alpha_from_steps counts only the drafts the rule looked at")
+
+
+def _reference_choice(target_ms: dict, draft_ms: float, alpha: float, max_tau: int) -> tuple[int, dict]:
+    from .cost_model import Costs, expected_tokens_per_step
+
+    costs = Costs(target_ms, draft_ms)
+    scores = {t: costs.speedup(expected_tokens_per_step(alpha, t), t) for t in range(1, max_tau + 1)}
+    return max(scores, key=scores.get), scores
+
+
+def check_choose_tau(fn) -> None:
+    """fn(target_ms, draft_ms, alpha, max_tau) -> the τ in 1..max_tau with the largest predicted speedup."""
+    curves = {"flat": {k: 30.0 for k in range(1, 14)}, "steep": {k: 30.0 * (1 + 0.15 * (k - 1)) for k in range(1, 14)},
+              "jump at 4": {k: 30.0 if k < 4 else 45.0 for k in range(1, 14)}}
+    failures, total = [], 0
+    for name, target_ms in curves.items():
+        for alpha in (0.3, 0.7, 0.9):
+            for draft_ms in (1.0, 6.0):
+                total += 1
+                expected, scores = _reference_choice(target_ms, draft_ms, alpha, 12)
+                got = _call(fn, dict(target_ms), draft_ms, alpha, 12)
+                if got != expected and not (got in scores and scores[got] >= scores[expected] - 1e-9):
+                    failures.append(f"T(k) {name}, d={draft_ms} ms, α={alpha}: expected τ={expected} "
+                                    f"({scores[expected]:.2f}x), got {got!r}"
+                                    + (f" ({scores[got]:.2f}x)" if got in scores else ""))
+    _all_cases("choose_tau", failures, total, "choose_tau picks the fastest predicted τ on 18 cost curves")
+
+
+def check_measured_costs(fn, model) -> dict:
+    """fn(model, ks) -> {k: ms of one cached pass over k new tokens}; checked for shape and against a fresh T(1)."""
+    from .generation import forward_time
+
+    ks = [1, 2, 4, 8]
+    got = _call(fn, model, ks)
+    if not isinstance(got, dict) or sorted(got) != ks:
+        raise CheckFailed(f"measure_target_ms should return a dict with keys {ks}, got {got!r}")
+    failures = [f"k={k}: {v!r} is not a positive number of milliseconds" for k, v in got.items()
+                if not isinstance(v, (int, float)) or v <= 0]
+    reference = 1000 * forward_time(model, 64, 1, repeats=3)
+    if not failures and not 0.33 * reference <= got[1] <= 3 * reference:
+        failures.append(f"T(1) = {got[1]:.2f} ms but a fresh measurement gives {reference:.2f} ms: are these milliseconds "
+                        "of ONE cached pass (not seconds, not a whole generation)?")
+    if not failures and got[8] < 0.7 * got[1]:
+        failures.append(f"T(8) = {got[8]:.2f} ms is much less than T(1) = {got[1]:.2f} ms: feed k NEW tokens after a cached prefix")
+    _all_cases("measure_target_ms", failures, len(ks), f"measured T(k) looks right (fresh T(1) = {reference:.1f} ms)")
+    return got
+
+
+def check_time_split(fn, trace_path) -> None:
+    """fn(trace_path) -> (draft share, verify share) of the run's total time."""
+    from .trace import analyse_trace
+
+    numbers = analyse_trace(trace_path).numbers
+    got = _call(fn, trace_path)
+    try:
+        draft_share, verify_share = (float(x) for x in got)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"time_split should return two numbers (draft share, verify share), got {got!r}") from None
+    failures = []
+    for name, value, expected in (("draft share", draft_share, numbers["draft_share"]),
+                                  ("verify share", verify_share, numbers["verify_share"])):
+        if abs(value - expected) > 1e-6:
+            hint = " (give a fraction of the summary's total_ms, not a percentage)" if abs(value - 100 * expected) < 1e-3 else ""
+            failures.append(f"{name}: expected {expected:.4f}, got {value:.4f}{hint}")
+    _all_cases("time_split", failures, 2, f"time_split: drafting {100 * numbers['draft_share']:.0f}%, "
+                                          f"verification {100 * numbers['verify_share']:.0f}% of the run")
+
+
+# --------------------------------------------------------------------------- exercise 07
+def check_grow_shrink(policy_class) -> None:
+    """policy_class(start) -> an object with next_tau(), update(step), max_tau: the grow/shrink rule (+2 / −1, ≥ 1)."""
+    from types import SimpleNamespace
+
+    from .speculative import speculative_generate
+
+    failures, total = [], 0
+    for start, outcomes in ((5, [0, 0, 3, 5, 0, 0, 0, 0, 0, 0]), (1, [1, 3, 0, 5, 7, 0])):
+        policy = _call(policy_class, start)
+        tau, expected = start, []
+        for n in outcomes:
+            expected.append(tau)
+            accepted = min(n, tau)
+            tau = tau + 2 if accepted == tau else max(1, tau - 1)
+        got = []
+        for n in outcomes:
+            current = _call(policy.next_tau)
+            got.append(current)
+            _call(policy.update, SimpleNamespace(tau=current, n_accepted=min(n, current), draft_time=0.001,
+                                                 verify_time=0.01, verify_tokens=current + 1))
+        total += 1
+        if got != expected:
+            failures.append(f"start {start}, accepted counts {outcomes}: expected τ sequence {expected}, got {got}")
+    target = tiny_llama(3, vocab_size=64, peaked=2.0)
+    draft = tiny_llama(4, vocab_size=64, peaked=2.0)
+    prompt = torch.tensor([[5, 9, 11]])
+    total += 1
+    policy = _call(policy_class, 3)
+    if not hasattr(policy, "max_tau"):
+        failures.append("the policy needs a max_tau attribute (the largest τ it may ask for, e.g. 16)")
+    else:
+        result = speculative_generate(target, draft, prompt, 20, tau=policy)
+        if result.tokens != autoregressive_generate(target, prompt, 20).tokens:
+            failures.append("speculative_generate with your policy did not reproduce target greedy")
+    _all_cases("GrowShrink", failures, total, "your policy follows the grow/shrink rule and runs in speculative_generate")
+
+
+def check_token_gaps(fn) -> None:
+    """fn(steps) -> gaps in ms between consecutive tokens, from [(step ms, tokens emitted), ...]."""
+    cases = [[(10.0, 1), (10.0, 1)], [(30.0, 3), (20.0, 1)], [(12.0, 2), (8.0, 2), (5.0, 1)], [(40.0, 1)]]
+    failures = []
+    for steps in cases:
+        times, clock = [], 0.0
+        for ms, n in steps:
+            clock += ms
+            times += [clock] * n
+        expected = [b - a for a, b in zip(times, times[1:])]
+        got = _call(fn, steps)
+        try:
+            ok = got is not None and len(got) == len(expected) and all(abs(float(a) - b) < 1e-9 for a, b in zip(got, expected))
+        except TypeError:
+            ok = False
+        if not ok:
+            failures.append(f"steps {steps}: expected gaps {expected}, got {got!r}"
+                            + (" (the tokens of one step arrive together: gaps of 0 inside a step)" if 0.0 in expected else ""))
+    _all_cases("token_gaps", failures, len(cases), "token_gaps: bursts inside a step, a whole step between bursts")
+
+
+def check_capped_tau(fn) -> None:
+    """fn(target_ms, draft_ms, alpha, max_step_ms, max_tau) -> fastest τ whose step τ·d + T(τ+1) fits; 1 if none does."""
+    from .cost_model import Costs, expected_tokens_per_step
+
+    target_ms = {k: 30.0 * (1 + 0.05 * (k - 1)) for k in range(1, 14)}
+    failures, total = [], 0
+    for alpha in (0.4, 0.8, 0.95):
+        for bound in (20.0, 36.0, 45.0, 80.0):
+            total += 1
+            costs = Costs(target_ms, 2.0)
+            fitting = [t for t in range(1, 13) if costs.step_ms(t) <= bound]
+            expected = max(fitting, key=lambda t: costs.speedup(expected_tokens_per_step(alpha, t), t)) if fitting else 1
+            got = _call(fn, dict(target_ms), 2.0, alpha, bound, 12)
+            if got != expected:
+                failures.append(f"α={alpha}, bound {bound} ms: expected τ={expected}, got {got!r}"
+                                + (" (no τ fits: fall back to 1)" if not fitting else ""))
+    _all_cases("capped_tau", failures, total, "capped_tau respects the step bound and is fastest within it")
+
+
+def fault_traces(folder) -> dict:
+    """{fault name or "healthy": trace path} for each fault of ``faults.FAULTS``, on tiny models (a few seconds)."""
+    from pathlib import Path
+
+    from . import faults
+    from .speculative import speculative_generate
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = tiny_llama(0, vocab_size=64, peaked=2.0)
+    draft = tiny_llama(0, vocab_size=64, peaked=2.0)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # the target's weights plus a little noise: a draft that is usually, not always, right
+        for param in draft.parameters():
+            param.add_(0.1 * param.std().clamp(min=1e-3) * torch.randn(param.shape, generator=gen))
+    prompt = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(0))
+    paths = {}
+    with faults.added_cost(target, ms_per_pass=4):  # a tiny target that costs like a real one
+        for fault in ("healthy",) + faults.FAULTS:
+            path = paths[fault] = folder / f"{fault}.jsonl"
+            if fault == "healthy":
+                speculative_generate(target, draft, prompt, 32, tau=3, trace=path)
+            elif fault == "no_chat_template":
+                speculative_generate(target, draft, prompt, 32, tau=3, trace=path, draft_input_ids=prompt[:, 5:])
+            else:
+                with faults.injected(fault, target, draft):
+                    speculative_generate(target, draft, prompt, 32, tau=3, trace=path)
+    return paths
+
+
+def check_diagnose(fn, paths: dict) -> None:
+    """fn(trace_path) -> the name of the main problem (a key of trace.FINDINGS) or "none" for a healthy run."""
+    expected = {"healthy": "none", "no_chat_template": "prompt_mismatch", "slow_draft": "slow_draft",
+                "token_by_token_verification": "verification_not_one_pass", "slow_kernels": "slow_kernels",
+                "stale_cache": "stale_cache"}
+    failures = []
+    for name, path in paths.items():
+        got = _call(fn, path)
+        if got != expected[name]:
+            failures.append(f"trace {path.name}: expected {expected[name]!r}, got {got!r}")
+    _all_cases("diagnose", failures, len(paths), "diagnose names every fault from its trace, and calls the healthy run healthy")

@@ -115,13 +115,16 @@ def replay_greedy(matches: list[bool], tau: int) -> tuple[int, int]:
 @dataclass
 class Costs:
     """Measured costs in milliseconds: ``target_ms[k]`` = T(k), one cached target pass over k new tokens;
-    ``draft_ms`` = d, one cached draft pass over one token; ``overhead_ms`` = o, the loop's own work per step
-    (choosing, comparing, rolling back) and ``target_overhead_ms`` = o₁, the same for target-only decoding."""
+    ``draft_ms`` = d, one cached draft pass over one token; ``draft_step_ms`` = d₀, what drafting costs once per step
+    beyond τ·d (its first pass runs right after the target's, with the draft's weights pushed out of the CPU's caches);
+    ``overhead_ms`` = o, the loop's own work per step (choosing, comparing, rolling back) and ``target_overhead_ms``
+    = o₁, the same per token for target-only decoding."""
 
     target_ms: dict[int, float]
     draft_ms: float
     overhead_ms: float = 0.0
     target_overhead_ms: float = 0.0
+    draft_step_ms: float = 0.0
     source: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -147,16 +150,19 @@ class Costs:
         return self.draft_ms / self.target_ms[1]
 
     def step_ms(self, tau: int) -> float:
-        """τ·d + T(τ+1) + o."""
-        return tau * self.draft_ms + self.verify_ms(tau + 1) + self.overhead_ms
+        """d₀ + τ·d + T(τ+1) + o (τ = 0: a plain target step, T(1) + o₁)."""
+        if tau == 0:
+            return self.target_ms[1] + self.target_overhead_ms
+        return self.draft_step_ms + tau * self.draft_ms + self.verify_ms(tau + 1) + self.overhead_ms
 
     def speedup(self, tokens_per_step: float, tau: int) -> float:
         """Tokens per step × (time per target-only token) / (time per step)."""
         return tokens_per_step * (self.target_ms[1] + self.target_overhead_ms) / self.step_ms(tau)
 
     def to_dict(self) -> dict:
-        return {"target_ms": self.target_ms, "draft_ms": self.draft_ms, "overhead_ms": self.overhead_ms,
-                "target_overhead_ms": self.target_overhead_ms, "c": self.c, "source": self.source}
+        return {"target_ms": self.target_ms, "draft_ms": self.draft_ms, "draft_step_ms": self.draft_step_ms,
+                "overhead_ms": self.overhead_ms, "target_overhead_ms": self.target_overhead_ms, "c": self.c,
+                "source": self.source}
 
 
 def predict(costs: Costs, alpha: float, taus=range(1, 9), *, profile: list[float] | None = None,
@@ -190,9 +196,10 @@ def best_tau(costs: Costs, alpha: float, taus=range(1, 17), *, profile: list[flo
 
 
 @torch.no_grad()
-def draft_ms_per_token(draft, *, prefix_length: int = 96, tau: int = 8, repeats: int = 5, seed: int = 0) -> float:
-    """d as the loop pays it: median ms per token of ``draft_tokens`` proposing τ tokens with a cache (each pass, its
-    softmax and argmax), after a prefix of random tokens."""
+def draft_costs(target, draft, *, prefix_length: int = 96, taus=(1, 5), repeats: int = 5, seed: int = 0) -> tuple[float, float]:
+    """(d₀, d) in ms as the loop pays them: ``draft_tokens`` proposing τ tokens with a cache, each call right after one
+    cached target pass (as in a step, so the draft starts with its weights pushed out of the CPU's caches), for two
+    values of τ; the draft's time per step is fitted as d₀ + τ·d."""
     from .cache import rollback
     from .draft import draft_tokens
     from .generation import sync
@@ -200,32 +207,47 @@ def draft_ms_per_token(draft, *, prefix_length: int = 96, tau: int = 8, repeats:
     gen = torch.Generator().manual_seed(seed)
     device = next(draft.parameters()).device
     prefix = torch.randint(0, draft.config.vocab_size, (1, prefix_length), generator=gen).to(device)
-    cache = DynamicCache(config=draft.config)
-    draft(prefix[:, :-1], past_key_values=cache, use_cache=True)
-    times = []
+    target_cache, draft_cache = DynamicCache(config=target.config), DynamicCache(config=draft.config)
+    target(prefix[:, :-1], past_key_values=target_cache, use_cache=True)
+    draft(prefix[:, :-1], past_key_values=draft_cache, use_cache=True)
+    times = {tau: [] for tau in taus}
     for repeat in range(repeats + 1):  # the first round is a warm-up
-        sync(device)
-        start = time.perf_counter()
-        draft_tokens(draft, prefix, tau, past_key_values=cache)
-        sync(device)
-        if repeat:
-            times.append((time.perf_counter() - start) / tau)
-        rollback(cache, prefix_length - 1)
-    return 1000 * statistics.median(times)
+        for tau in taus:
+            target(prefix[:, -1:], past_key_values=target_cache, use_cache=True)
+            rollback(target_cache, prefix_length - 1)
+            sync(device)
+            start = time.perf_counter()
+            draft_tokens(draft, prefix, tau, past_key_values=draft_cache)
+            sync(device)
+            if repeat:
+                times[tau].append(1000 * (time.perf_counter() - start))
+            rollback(draft_cache, prefix_length - 1)
+    (t1, m1), (t2, m2) = [(tau, statistics.median(v)) for tau, v in times.items()]
+    d = max((m2 - m1) / (t2 - t1), 0.0)
+    return max(m1 - t1 * d, 0.0), d
 
 
 def measure_costs(target, draft, ks=range(1, 10), *, prefix_length: int = 96, repeats: int = 5) -> Costs:
     """T(k) for each k on the target's current kernel path (median of ``repeats`` cached passes after a prefix of
-    ``prefix_length`` random tokens, ``kernels.pass_times``) and d (``draft_ms_per_token``). The loop's own overhead
-    per step is not measured here (0): ``run_benchmark`` measures it on the target-only loop."""
+    ``prefix_length`` random tokens, ``kernels.pass_times``), and the draft's d₀ and d (``draft_costs``). The loop's
+    own overheads o and o₁ are not measured here (0): ``run_benchmark`` measures them on a target-only run."""
     from .kernels import kernel_path, pass_times
 
     target_path = kernel_path(target)
     kwargs = {"min_rows": target.onednn_min_rows} if getattr(target, "onednn_min_rows", None) else {}
     target_s = pass_times(target, [target_path], list(ks), prefix_length=prefix_length, repeats=repeats, **kwargs)[target_path]
-    return Costs({k: 1000 * s for k, s in target_s.items()}, draft_ms_per_token(draft, prefix_length=prefix_length),
+    d0, d = draft_costs(target, draft, prefix_length=prefix_length, repeats=repeats)
+    return Costs({k: 1000 * s for k, s in target_s.items()}, d, draft_step_ms=d0,
                  source=f"target: pass_times on {target_path}, prefix {prefix_length}, median of {repeats}; "
-                        f"draft: draft_tokens on {kernel_path(draft)}")
+                        f"draft: draft_tokens on {kernel_path(draft)} after a target pass")
+
+
+def run_speedup(costs: Costs, prompts: list[tuple[float, int, float]], tau: int) -> float:
+    """Predicted speedup of a whole run: each prompt given as (prefill ms, tokens, target passes). Target-only: the
+    prefill pass gives the first token, then T(1) + o₁ per token. Speculative: the prefill, then one step per pass."""
+    target_ms = sum(prefill + (tokens - 1) * costs.step_ms(0) for prefill, tokens, _ in prompts)
+    speculative_ms = sum(prefill + passes * costs.step_ms(tau) for prefill, _, passes in prompts)
+    return target_ms / speculative_ms
 
 
 def median_ms(seconds) -> float:

@@ -63,10 +63,10 @@ class CostModelPolicy:
     """Pick the τ that maximises predicted throughput E(α̂, τ) / (τ·d + T(τ+1)), learning everything online.
 
     α̂: accepted / examined drafts with a Beta(1, 1) prior, older steps weighted down by ``memory`` per step.
-    d: median draft time per drafted token over recent steps. T(k): the median verify time of recent steps that fed
-    the target k tokens; between and beyond the k seen so far, a straight line through them (before two different k
-    have been seen, T(k) = T(k₀)·(1 + ``slope``·(k − k₀))). Give ``costs`` (a ``cost_model.Costs``) to use measured
-    d and T(k) instead. The first step, which also reads the prompt, teaches only α̂.
+    Drafting time per step D(τ) and verification time T(k): the medians of recent steps with that τ (that k tokens fed
+    to the target); between and beyond the values seen so far, a straight line through them (before two different
+    values have been seen, a slope of ``slope`` times the one seen, per token). Give ``costs`` (a ``cost_model.Costs``)
+    to use measured costs instead. The first step, which also reads the prompt, teaches only α̂.
     """
 
     def __init__(self, costs=None, *, start: int = 2, max_tau: int = 12, memory: float = 0.95, slope: float = 0.05,
@@ -77,7 +77,7 @@ class CostModelPolicy:
             raise ValueError(f"memory must be in (0, 1], got {memory}")
         self.costs, self.tau, self.max_tau, self.memory, self.slope = costs, start, max_tau, memory, slope
         self.accepted = self.examined = 0.0
-        self.draft_ms = deque(maxlen=window)
+        self.draft_ms: dict[int, deque] = {}
         self.verify_ms: dict[int, deque] = {}
         self.window, self.steps = window, 0
 
@@ -92,34 +92,34 @@ class CostModelPolicy:
         self.accepted = self.memory * self.accepted + step.n_accepted
         self.examined = self.memory * self.examined + step.n_accepted + (step.n_accepted < step.tau)
         if self.steps > 1:  # the first step also reads the whole prompt
-            self.draft_ms.append(1000 * step.draft_time / step.tau)
+            self.draft_ms.setdefault(step.tau, deque(maxlen=self.window)).append(1000 * step.draft_time)
             k = step.verify_tokens or step.tau + 1
             self.verify_ms.setdefault(k, deque(maxlen=self.window)).append(1000 * step.verify_time)
         self.tau = self._choose()
 
-    def _verify_estimate(self, k: int) -> float:
-        if self.costs is not None:
-            return self.costs.verify_ms(k)
-        points = sorted((x, statistics.median(v)) for x, v in self.verify_ms.items())
+    def _line(self, samples: dict, x: int) -> float:
+        """The median time at ``x`` if seen, else a straight line through the medians seen (never falling with x)."""
+        points = sorted((key, statistics.median(v)) for key, v in samples.items())
         if len(points) == 1:
             x0, y0 = points[0]
-            return y0 * (1 + self.slope * (k - x0))
+            return y0 * (1 + self.slope * (x - x0))
         n = len(points)
-        mean_x = sum(x for x, _ in points) / n
-        mean_y = sum(y for _, y in points) / n
-        b = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
-        return mean_y + max(b, 0.0) * (k - mean_x)
+        mean_x = sum(p for p, _ in points) / n
+        mean_y = sum(q for _, q in points) / n
+        b = sum((p - mean_x) * (q - mean_y) for p, q in points) / sum((p - mean_x) ** 2 for p, _ in points)
+        return mean_y + max(b, 0.0) * (x - mean_x)
+
+    def step_ms(self, tau: int) -> float:
+        """Predicted time of a step with ``tau`` drafts: measured ``costs`` if given, else learned online."""
+        if self.costs is not None:
+            return self.costs.step_ms(tau)
+        return self._line(self.draft_ms, tau) + self._line(self.verify_ms, tau + 1)
 
     def _choose(self) -> int:
         if self.costs is None and not self.verify_ms:
             return self.tau
-        d = self.costs.draft_ms if self.costs is not None else statistics.median(self.draft_ms)
         alpha = min(self.alpha, 0.999)
-
-        def throughput(tau):
-            return expected_tokens_per_step(alpha, tau) / (tau * d + self._verify_estimate(tau + 1))
-
-        return max(range(1, self.max_tau + 1), key=throughput)
+        return max(range(1, self.max_tau + 1), key=lambda tau: expected_tokens_per_step(alpha, tau) / self.step_ms(tau))
 
     def next_tau(self) -> int:
         return self.tau
