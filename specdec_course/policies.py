@@ -97,12 +97,13 @@ class CostModelPolicy:
             self.verify_ms.setdefault(k, deque(maxlen=self.window)).append(1000 * step.verify_time)
         self.tau = self._choose()
 
-    def _line(self, samples: dict, x: int) -> float:
-        """The median time at ``x`` if seen, else a straight line through the medians seen (never falling with x)."""
+    def _line(self, samples: dict, x: int, proportional: bool = False) -> float:
+        """The median time at ``x`` if seen, else a straight line through the medians seen (never falling with x).
+        From one point only: proportional to x (``proportional``, drafting) or ``slope`` of it per unit of x."""
         points = sorted((key, statistics.median(v)) for key, v in samples.items())
         if len(points) == 1:
             x0, y0 = points[0]
-            return y0 * (1 + self.slope * (x - x0))
+            return y0 * x / x0 if proportional else y0 * (1 + self.slope * (x - x0))
         n = len(points)
         mean_x = sum(p for p, _ in points) / n
         mean_y = sum(q for _, q in points) / n
@@ -113,7 +114,7 @@ class CostModelPolicy:
         """Predicted time of a step with ``tau`` drafts: measured ``costs`` if given, else learned online."""
         if self.costs is not None:
             return self.costs.step_ms(tau)
-        return self._line(self.draft_ms, tau) + self._line(self.verify_ms, tau + 1)
+        return self._line(self.draft_ms, tau, proportional=True) + self._line(self.verify_ms, tau + 1)
 
     def _choose(self) -> int:
         if self.costs is None and not self.verify_ms:
