@@ -46,6 +46,10 @@ def assisted_generate(target, draft, ids, max_new_tokens, eos, settings: dict):
     for key, value in settings.items():
         setattr(config, key, value)
     calls = count_calls(target)
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # assisted generation warns about its own internal arguments
     try:
         start = time.perf_counter()
         outputs = []
@@ -56,6 +60,7 @@ def assisted_generate(target, draft, ids, max_new_tokens, eos, settings: dict):
                 outputs.append(out[0, x.shape[1]:].tolist())
         seconds = time.perf_counter() - start
     finally:
+        transformers_logging.set_verbosity(verbosity)
         calls.remove()
         for key, value in saved.items():
             setattr(config, key, value)

@@ -66,14 +66,15 @@ def alpha_from_steps(steps) -> float:
     return accepted / examined if examined else float("nan")
 
 
-def acceptance_profile(steps, max_depth: int | None = None) -> list[float]:
+def acceptance_profile(steps, max_depth: int | None = None, *, min_reached: int = 10) -> list[float]:
     """α_t for t = 1, 2, ...: of the steps that reached draft t (all drafts before it accepted), the fraction that
-    accepted it. Flat at α when positions are independent; rising when acceptances come in runs."""
+    accepted it. Flat at α when positions are independent; rising when acceptances come in runs. Stops at the first
+    depth fewer than ``min_reached`` steps reached (too few to estimate a fraction)."""
     max_depth = max_depth or max((s.tau for s in steps), default=0)
     profile = []
     for depth in range(1, max_depth + 1):
         reached = [s for s in steps if s.tau >= depth and s.n_accepted >= depth - 1]
-        if not reached:
+        if len(reached) < min_reached:
             break
         profile.append(sum(s.n_accepted >= depth for s in reached) / len(reached))
     return profile

@@ -182,3 +182,57 @@ def test_check_08_functions_catch_mistakes():
         checks.check_expected_tokens(lambda a, tau: (1 - a ** (tau + 1)) / (1 - a) if a < 1 else tau)
     with pytest.raises(checks.CheckFailed, match="TARGET's argmax"):
         checks.check_distillation_loss(lambda d, t: torch.nn.functional.cross_entropy(d, d.argmax(-1)))
+
+
+def test_checks_06_07_catch_typical_mistakes_and_list_every_case(tmp_path):
+    from specdec_course import checks
+
+    with pytest.raises(checks.CheckFailed, match="that is the kept fraction"):
+        checks.check_alpha_from_steps(lambda steps: sum(n for _, n in steps) / sum(t for t, _ in steps))
+    with pytest.raises(checks.CheckFailed) as failed:  # κ = α for every τ: wrong except at τ = 1 and α in {0, 1}
+        checks.check_kept_fraction(lambda alpha, tau: alpha)
+    assert "cases wrong" in str(failed.value) and str(failed.value).count("\n") >= 5
+    with pytest.raises(checks.CheckFailed, match="expected τ="):
+        checks.check_choose_tau(lambda target_ms, draft_ms, alpha, max_tau: max_tau)
+    with pytest.raises(checks.CheckFailed, match="gaps of 0 inside a step"):
+        checks.check_token_gaps(lambda steps: [ms for ms, n in steps[1:]])
+    with pytest.raises(checks.CheckFailed, match="no τ fits"):
+        checks.check_capped_tau(lambda target_ms, draft_ms, alpha, bound, max_tau: 0)
+
+    class NeverGrows:
+        max_tau = 16
+
+        def __init__(self, start):
+            self.tau = start
+
+        def next_tau(self):
+            return self.tau
+
+        def update(self, step):
+            self.tau = max(1, self.tau - 1)
+
+    with pytest.raises(checks.CheckFailed, match="expected τ sequence"):
+        checks.check_grow_shrink(NeverGrows)
+    paths = checks.fault_traces(tmp_path)
+    with pytest.raises(checks.CheckFailed, match="5 of 6 cases wrong"):
+        checks.check_diagnose(lambda path: "none", paths)
+    from specdec_course.trace import analyse_trace
+
+    checks.check_diagnose(lambda path: (analyse_trace(path).names or ["none"])[0], paths)
+
+
+def test_latency_summary_of_bursts():
+    from types import SimpleNamespace
+
+    from specdec_course.latency import arrival_times, latency_summary, percentile
+
+    steps = [SimpleNamespace(draft_time=0.01, verify_time=0.03, emitted=[1, 2, 3]),
+             SimpleNamespace(draft_time=0.01, verify_time=0.02, emitted=[4])]
+    result = SimpleNamespace(steps=steps, tokens=[1, 2, 3, 4])
+    assert arrival_times(result) == pytest.approx([0.04, 0.04, 0.04, 0.07])
+    summary = latency_summary(result)
+    assert summary["ttft_ms"] == pytest.approx(40) and summary["gap_max_ms"] == pytest.approx(30)
+    assert summary["gap_p50_ms"] == pytest.approx(0) and summary["tpot_ms"] == pytest.approx(10)
+    plain = SimpleNamespace(token_times=[0.1, 0.02, 0.02], tokens=[7, 8, 9])
+    assert latency_summary(plain)["gap_p95_ms"] == pytest.approx(20)
+    assert percentile([1, 2, 3, 4], 50) == pytest.approx(2.5)
