@@ -26,10 +26,10 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 lab: setup
-	$(VENV)/bin/jupyter lab $(ROOTOK) $(FIRST)
+	$(VENV)/bin/jupyter lab $(ROOTOK) --ServerApp.root_dir=$(CURDIR) $(FIRST)
 
 lab-headless: setup
-	$(VENV)/bin/jupyter lab $(ROOTOK) --no-browser --ip=127.0.0.1 --port=$(PORT) $(FIRST)
+	$(VENV)/bin/jupyter lab $(ROOTOK) --ServerApp.root_dir=$(CURDIR) --no-browser --ip=127.0.0.1 --port=$(PORT) $(FIRST)
 
 test: setup
 	SPECDEC_QUICK=1 $(PY) -m pytest -p no:cacheprovider tests notebooks solutions \

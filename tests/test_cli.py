@@ -131,3 +131,12 @@ def test_bench_rejects_an_unknown_policy_before_loading_models():
     run = subprocess.run([sys.executable, "-m", "specdec_course", "bench", "--policies", "greedy-ish"],
                          capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
     assert run.returncode == 2 and "use any of adaptive, heuristic" in run.stderr
+
+
+def test_lab_targets_serve_the_whole_course_folder():
+    # JupyterLab given a notebook file serves that file's folder unless told otherwise; the course needs exercises/ too
+    for target in ("lab", "lab-headless"):
+        out = subprocess.run(["make", "-n", target], capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=60)
+        assert out.returncode == 0, out.stderr
+        line = next(l for l in out.stdout.splitlines() if "jupyter lab" in l)
+        assert f"--ServerApp.root_dir={ROOT}" in line and "notebooks/00_autoregressive_generation.ipynb" in line
