@@ -232,11 +232,10 @@ def measure_costs(target, draft, ks=range(1, 10), *, prefix_length: int = 96, re
     """T(k) for each k on the target's current kernel path (median of ``repeats`` cached passes after a prefix of
     ``prefix_length`` random tokens, ``kernels.pass_times``), and the draft's d₀ and d (``draft_costs``). The loop's
     own overheads o and o₁ are not measured here (0): ``run_benchmark`` measures them on a target-only run."""
-    from .kernels import kernel_path, pass_times
+    from .kernels import current_pass_times, kernel_path
 
     target_path = kernel_path(target)
-    kwargs = {"min_rows": target.onednn_min_rows} if getattr(target, "onednn_min_rows", None) else {}
-    target_s = pass_times(target, [target_path], list(ks), prefix_length=prefix_length, repeats=repeats, **kwargs)[target_path]
+    target_s = current_pass_times(target, ks, prefix_length=prefix_length, repeats=repeats)
     d0, d = draft_costs(target, draft, prefix_length=prefix_length, repeats=repeats)
     return Costs({k: 1000 * s for k, s in target_s.items()}, d, draft_step_ms=d0,
                  source=f"target: pass_times on {target_path}, prefix {prefix_length}, median of {repeats}; "

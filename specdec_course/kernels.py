@@ -228,6 +228,14 @@ def pass_times(model, paths, ks=TARGET_KS, *, prefix_length: int = 64, repeats: 
     return {path: {k: sorted(v)[len(v) // 2] for k, v in by_k.items()} for path, by_k in samples.items()}
 
 
+def current_pass_times(model, ks, *, prefix_length: int = 64, repeats: int = 5) -> dict:
+    """``pass_times`` on the path ``model`` runs on now (with its own switch-over if "mixed"): ``{k: seconds}``."""
+    path = kernel_path(model)
+    rows = getattr(model, "onednn_min_rows", None)
+    return pass_times(model, [path], list(ks), prefix_length=prefix_length, repeats=repeats,
+                      **({"min_rows": rows} if rows else {}))[path]
+
+
 def switch_over(times: dict) -> int | None:
     """The fewest rows from which "onednn" measured faster than "stock" at every larger k too (None: never, or always)."""
     ks = sorted(times["stock"])

@@ -46,12 +46,10 @@ class count_calls:
 
 def calibrate(target, draft, k: int, *, repeats: int = 3) -> dict:
     """T(1) and T(k) of the target and d of the draft, in ms, on their current kernel paths (cached passes)."""
-    from .kernels import kernel_path, pass_times
+    from .kernels import current_pass_times
 
     def times(model, ks):
-        kwargs = {"min_rows": model.onednn_min_rows} if getattr(model, "onednn_min_rows", None) else {}
-        path = kernel_path(model)
-        return {k: 1000 * s for k, s in pass_times(model, [path], ks, prefix_length=32, repeats=repeats, **kwargs)[path].items()}
+        return {k: 1000 * s for k, s in current_pass_times(model, ks, prefix_length=32, repeats=repeats).items()}
 
     target_ms = times(target, sorted({1, k}))
     return {"target_ms": {str(x): v for x, v in target_ms.items()}, "draft_ms": times(draft, [1])[1]}
