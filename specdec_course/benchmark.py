@@ -14,7 +14,7 @@ import time
 from .generation import autoregressive_generate, mismatch_margin
 from .kernels import DRAFT_KS
 from .models import chat_prompt
-from .cost_model import alpha_from_steps
+from .cost_model import alpha_from_steps, kept_fraction_of_steps
 from .speculative import speculative_generate
 
 QUICK_PROMPTS, FULL_PROMPTS = 4, 8  # the first prompts of the split, in its order: never trained on, not picked by hand
@@ -137,7 +137,7 @@ def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens:
         steps = [s for r in results for s in r.steps]
         row = {"config": config, "tau": label_tau, "tokens_per_s": tokens / elapsed,
                "identical": all(r.tokens == b.tokens for r, b in zip(results, baseline)),
-               "alpha": alpha_from_steps(steps), "kept_fraction": sum(s.n_accepted for s in steps) / max(sum(s.tau for s in steps), 1),
+               "alpha": alpha_from_steps(steps), "kept_fraction": kept_fraction_of_steps(steps),
                "tokens_per_pass": tokens / max(len(steps), 1), "mean_tau": sum(s.tau for s in steps) / max(len(steps), 1)}
         if prediction and isinstance(tau, int) and kind != "none":
             row.update(_prediction(costs, prediction, tau))

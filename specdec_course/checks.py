@@ -474,12 +474,10 @@ def fault_traces(folder) -> dict:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    from .models import noisy_copy
+
     target = tiny_llama(0, vocab_size=64, peaked=2.0)
-    draft = tiny_llama(0, vocab_size=64, peaked=2.0)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # the target's weights plus a little noise: a draft that is usually, not always, right
-        for param in draft.parameters():
-            param.add_(0.1 * param.std().clamp(min=1e-3) * torch.randn(param.shape, generator=gen))
+    draft = noisy_copy(target, 0.1, seed=1)  # usually, not always, right
     prompt = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(0))
     paths = {}
     with faults.added_cost(target, ms_per_pass=4):  # a tiny target that costs like a real one

@@ -66,6 +66,12 @@ def alpha_from_steps(steps) -> float:
     return accepted / examined if examined else float("nan")
 
 
+def kept_fraction_of_steps(steps) -> float:
+    """κ of a run: accepted drafts / proposed drafts."""
+    drafted = sum(s.tau for s in steps)
+    return sum(s.n_accepted for s in steps) / drafted if drafted else float("nan")
+
+
 def acceptance_profile(steps, max_depth: int | None = None, *, min_reached: int = 10) -> list[float]:
     """α_t for t = 1, 2, ...: of the steps that reached draft t (all drafts before it accepted), the fraction that
     accepted it. Flat at α when positions are independent; rising when acceptances come in runs. Stops at the first

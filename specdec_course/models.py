@@ -302,6 +302,19 @@ def tiny_llama(seed: int = 0, *, vocab_size: int = 64, hidden_size: int = 32, nu
 
 
 # --------------------------------------------------------------------------- the draft
+def noisy_copy(model, scale: float, seed: int = 0):
+    """A copy of ``model`` with Gaussian noise (``scale`` × each weight's std) on every weight: a draft that agrees
+    with it often, not always."""
+    import copy
+
+    other = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in other.parameters():
+            param.add_(torch.randn(param.shape, generator=gen) * scale * param.std().clamp(min=1e-3))
+    return other.eval()
+
+
 def default_draft_dir() -> Path:
     """The draft distilled for this course, shipped inside the package (specdec_course/draft/)."""
     folder = Path(__file__).resolve().parent / "draft"

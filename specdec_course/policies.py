@@ -97,30 +97,35 @@ class CostModelPolicy:
             self.verify_ms.setdefault(k, deque(maxlen=self.window)).append(1000 * step.verify_time)
         self.tau = self._choose()
 
-    def _line(self, samples: dict, x: int, proportional: bool = False) -> float:
-        """The median time at ``x`` if seen, else a straight line through the medians seen (never falling with x).
-        From one point only: proportional to x (``proportional``, drafting) or ``slope`` of it per unit of x."""
+    def _line(self, samples: dict, proportional: bool = False):
+        """x -> time: a straight line through the medians seen at each x (never falling with x). From one point only:
+        proportional to x (``proportional``, drafting) or growing by ``slope`` of it per unit of x."""
         points = sorted((key, statistics.median(v)) for key, v in samples.items())
         if len(points) == 1:
             x0, y0 = points[0]
-            return y0 * x / x0 if proportional else y0 * (1 + self.slope * (x - x0))
+            return lambda x: y0 * x / x0 if proportional else y0 * (1 + self.slope * (x - x0))
         n = len(points)
         mean_x = sum(p for p, _ in points) / n
         mean_y = sum(q for _, q in points) / n
-        b = sum((p - mean_x) * (q - mean_y) for p, q in points) / sum((p - mean_x) ** 2 for p, _ in points)
-        return mean_y + max(b, 0.0) * (x - mean_x)
+        b = max(sum((p - mean_x) * (q - mean_y) for p, q in points) / sum((p - mean_x) ** 2 for p, _ in points), 0.0)
+        return lambda x: mean_y + b * (x - mean_x)
 
     def step_ms(self, tau: int) -> float:
         """Predicted time of a step with ``tau`` drafts: measured ``costs`` if given, else learned online."""
         if self.costs is not None:
             return self.costs.step_ms(tau)
-        return self._line(self.draft_ms, tau, proportional=True) + self._line(self.verify_ms, tau + 1)
+        return self._line(self.draft_ms, proportional=True)(tau) + self._line(self.verify_ms)(tau + 1)
 
     def _choose(self) -> int:
         if self.costs is None and not self.verify_ms:
             return self.tau
+        if self.costs is not None:
+            step_ms = self.costs.step_ms
+        else:  # fit both lines once for this step
+            drafting, verifying = self._line(self.draft_ms, proportional=True), self._line(self.verify_ms)
+            step_ms = lambda tau: drafting(tau) + verifying(tau + 1)  # noqa: E731
         alpha = min(self.alpha, 0.999)
-        return max(range(1, self.max_tau + 1), key=lambda tau: expected_tokens_per_step(alpha, tau) / self.step_ms(tau))
+        return max(range(1, self.max_tau + 1), key=lambda tau: expected_tokens_per_step(alpha, tau) / step_ms(tau))
 
     def next_tau(self) -> int:
         return self.tau

@@ -73,7 +73,9 @@ class SpecResult:
     @property
     def kept_fraction(self) -> float:
         """κ = accepted drafts / proposed drafts: the share of the draft's work that was kept. Falls as τ grows."""
-        return sum(s.n_accepted for s in self.steps) / self.drafted if self.drafted else float("nan")
+        from .cost_model import kept_fraction_of_steps
+
+        return kept_fraction_of_steps(self.steps)
 
     @property
     def alpha(self) -> float:

@@ -14,6 +14,9 @@ import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
+
+from .cost_model import alpha_from_steps, kept_fraction_of_steps
 
 # what the analyser calls a problem (see ``analyse_trace``)
 SLOW_DRAFT_C = 0.25          # a draft token costing more than this fraction of a one-token target pass
@@ -138,14 +141,11 @@ def analyse_trace(trace) -> Diagnosis:
     later = steps[1:] or steps  # the first step also reads the prompt
     total = summary["total_ms"]
     draft_ms, verify_ms = sum(s["draft_ms"] for s in steps), sum(s["verify_ms"] for s in steps)
-    accepted = sum(s["accepted"] for s in steps)
-    examined = sum(s["accepted"] + (s["accepted"] < s["tau"]) for s in steps)
-    drafted = sum(s["tau"] for s in steps)
+    counts = [SimpleNamespace(tau=s["tau"], n_accepted=s["accepted"]) for s in steps]
     mean_tau = statistics.mean(s["tau"] for s in later)
     numbers = {"tokens": summary["tokens"], "target_passes": summary["target_passes"],
                "tokens_per_pass": summary["tokens"] / max(summary["target_passes"], 1),
-               "alpha": accepted / examined if examined else float("nan"),
-               "kept_fraction": accepted / drafted if drafted else float("nan"),
+               "alpha": alpha_from_steps(counts), "kept_fraction": kept_fraction_of_steps(counts),
                "mean_tau": mean_tau, "total_ms": total,
                "draft_share": draft_ms / total, "verify_share": verify_ms / total,
                "other_share": max(0.0, 1 - (draft_ms + verify_ms) / total),

@@ -5,16 +5,7 @@ from types import SimpleNamespace
 import torch
 
 import specdec_course as sc
-
-
-def noisy_copy(model, scale: float, seed: int = 0):
-    """A copy of ``model`` with Gaussian noise on every weight: a draft that agrees with it often, not always."""
-    other = copy.deepcopy(model)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in other.parameters():
-            param.add_(torch.randn(param.shape, generator=gen) * scale * param.std().clamp(min=1e-3))
-    return other.eval()
+from specdec_course.models import noisy_copy  # noqa: F401  (the tests' drafts)
 
 
 def tiny_pair(seed: int, vocab: int = 64, noise: float = 0.3):
