@@ -5,6 +5,7 @@
     bench       target-only, speculative (each tau, adaptive policies) and transformers' assisted generation side by
                 side, predicted speedup beside measured, for each kernel path
     exercises   regenerate exercises/ from solutions/ (--check: only compare)
+    doctor      check the set-up (Python, pinned packages, model, cache, device, kernel path, Jupyter kernel)
 """
 from __future__ import annotations
 
@@ -131,6 +132,12 @@ def cmd_exercises(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from .doctor import main as doctor
+
+    return doctor(model=not args.no_model)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m specdec_course", description="specdec-course command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +188,11 @@ def main(argv=None) -> int:
     ex = sub.add_parser("exercises", help="regenerate exercises/ from solutions/")
     ex.add_argument("--check", action="store_true", help="only compare; exit 1 if exercises/ is out of date")
     ex.set_defaults(run=cmd_exercises)
+
+    doc = sub.add_parser("doctor", help="check the set-up: one OK/FAIL line per check, with a fix for each FAIL")
+    doc.add_argument("--no-model", action="store_true",
+                     help="skip loading and timing the target (the kernel path check); a second or two instead of ~10 s")
+    doc.set_defaults(run=cmd_doctor)
 
     args = parser.parse_args(argv)
     args.argv = argv

