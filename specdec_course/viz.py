@@ -109,3 +109,109 @@ def plot_speedup(report: dict, ax=None, title: str | None = None):
     ax.set_title(title or "measured and predicted speedup")
     ax.legend(fontsize=7)
     return ax
+
+
+# ---- figures for notebooks 01, 02 and 04: boxes of real tokens, drawn with matplotlib
+
+def _label(tokenizer, token: int) -> str:
+    text = tokenizer.decode([token]) if tokenizer is not None else str(token)
+    text = text.replace("\n", "\\n").replace("$", r"\$")
+    return text if text.strip() else repr(text)
+
+
+def _box(ax, x, y, text, colour, *, width=0.9, height=0.6, bold=False, under=None):
+    from matplotlib.patches import FancyBboxPatch
+
+    ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.02",
+                                facecolor=colour, edgecolor="#555", lw=0.6))
+    ax.text(x, y, text, ha="center", va="center", fontsize=8, family="monospace", weight="bold" if bold else "normal")
+    if under:
+        ax.text(x, y - height / 2 - 0.12, under, ha="center", va="top", fontsize=6.5, color="#333")
+
+
+def _canvas(ax, width, height):
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(1.15 * width + 1, 13), 0.62 * height + 0.6))
+    ax.set_xlim(-0.7, width - 0.3)
+    ax.set_ylim(-0.6, height)
+    ax.axis("off")
+    return ax
+
+
+def plot_drafting(tokenizer, prefix_ids, draft_ids, ax=None, context_shown: int = 3):
+    """What each draft token is conditioned on: row t shows the end of the prefix (grey), the draft tokens before
+    it (orange) and, after the arrow, the token ŷ_t it proposes."""
+    prefix_ids = [int(t) for t in prefix_ids][-context_shown:]
+    tau = len(draft_ids)
+    width = context_shown + tau + 2
+    ax = _canvas(ax, width, tau + 0.2)
+    for t in range(1, tau + 1):
+        y = tau - t + 0.5
+        ax.text(-0.6, y, f"t={t}", ha="right", va="center", fontsize=8)
+        ax.text(0, y, "…", ha="center", va="center", fontsize=10)
+        for i, token in enumerate(prefix_ids):
+            _box(ax, 1 + i, y, _label(tokenizer, token), "#e6e6e6")
+        for i, token in enumerate(draft_ids[: t - 1]):
+            _box(ax, 1 + len(prefix_ids) + i, y, _label(tokenizer, token), "#fbd9a5")
+        x = 1 + len(prefix_ids) + t - 1
+        ax.annotate("", xy=(x + 0.55, y), xytext=(x - 0.45, y), arrowprops=dict(arrowstyle="->", color="#333"))
+        _box(ax, x + 1.1, y, _label(tokenizer, draft_ids[t - 1]), "#f5a623", bold=True)
+    ax.set_title("each draft token ŷ_t is conditioned on the prefix (grey) and the draft tokens before it (orange)",
+                 fontsize=9)
+    return ax
+
+
+def plot_verification(tokenizer, last_prefix_id: int, draft_ids, p, ax=None):
+    """One target pass: inputs (the last prefix token and the τ drafts) below, the τ + 1 distributions it returns
+    above. Box t shows the target's argmax in row t of p and the probability p gives the draft token there:
+    green where the draft token is the argmax, red where it is not; the last row is the bonus position."""
+    tau = len(draft_ids)
+    ax = _canvas(ax, tau + 2, 3.8)
+    inputs = [int(last_prefix_id)] + [int(t) for t in draft_ids]
+    for i, token in enumerate(inputs):
+        _box(ax, i, 0.5, _label(tokenizer, token), "#e6e6e6" if i == 0 else "#fbd9a5")
+        best = int(p[i].argmax())
+        if i < tau:
+            good = best == int(draft_ids[i])
+            colour, under = ("#c8f7c5" if good else "#f7c5c5"), f"p(ŷ_{i + 1}) = {float(p[i, draft_ids[i]]):.2f}"
+        else:
+            colour, under = "#e2c5f7", "bonus position"
+        ax.annotate("", xy=(i, 2.15), xytext=(i, 0.85), arrowprops=dict(arrowstyle="->", color="#888"))
+        _box(ax, i, 2.5, _label(tokenizer, best), colour)
+        ax.text(i, 2.9, f"row {i}\n{under}", ha="center", va="bottom", fontsize=6.5, color="#333")
+    ax.text(tau + 0.9, 0.5, "input: one pass\nover τ + 1 tokens", fontsize=7.5, va="center")
+    ax.text(tau + 0.9, 2.5, "output: τ + 1\ndistributions\n(argmax shown)", fontsize=7.5, va="center")
+    ax.set_title("one verification pass: every row of p from a single forward pass of the target", fontsize=9)
+    return ax
+
+
+def plot_cycle(step, tokenizer, prefix_ids, ax=None, context_shown: int = 3):
+    """One full cycle of a real step, in four lanes: the draft proposes τ tokens (with q), the target scores them in
+    one pass (p), the rule keeps the consecutive accepted run, and the sequence after the step ends with the target's
+    correction (or bonus) token."""
+    prefix_ids = [int(t) for t in prefix_ids][-context_shown:]
+    tau, n = len(step.draft_tokens), step.n_accepted
+    start = len(prefix_ids) + 1
+    ax = _canvas(ax, start + tau + 1.5, 4.6)
+    lanes = {"1 draft": 3.9, "2 verify": 2.8, "3 accept": 1.7, "4 correct": 0.5}
+    for name, y in lanes.items():
+        ax.text(-0.6, y, name, ha="right", va="center", fontsize=8, weight="bold")
+    for i, token in enumerate(prefix_ids):
+        _box(ax, 1 + i, 0.5, _label(tokenizer, token), "#e6e6e6")
+    ax.text(0, 0.5, "…", ha="center", va="center", fontsize=10)
+    for t, token in enumerate(step.draft_tokens):
+        x = start + t
+        _box(ax, x, 3.9, _label(tokenizer, token), "#fbd9a5", under=f"q = {step.q[t]:.2f}")
+        _box(ax, x, 2.8, f"p={step.p[t]:.2f}", "#ffffff")
+        verdict = "A" if t < n else ("R" if t == n else "–")
+        colour = COLOURS["accepted"] if t < n else (COLOURS["rejected"] if t == n else COLOURS["unused"])
+        _box(ax, x, 1.7, verdict, colour, bold=True)
+        if t < n:
+            _box(ax, x, 0.5, _label(tokenizer, token), COLOURS["accepted"])
+    kind = "bonus" if step.bonus else "correction"
+    _box(ax, start + n, 0.5, _label(tokenizer, step.correction), COLOURS[kind], bold=True, under=kind)
+    ax.set_title(f"one cycle: {n} of {tau} drafts accepted, then the target's {kind}: {n + 1} tokens for one target pass",
+                 fontsize=9)
+    return ax
