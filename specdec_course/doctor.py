@@ -249,6 +249,23 @@ def check_jupyter_kernel(manager=None, imports_course=_imports_course) -> Check:
 
 
 # --------------------------------------------------------------------------- the command
+def ready_line() -> str:
+    """The last line of `make setup`: what is installed and what to run next (reads package metadata only)."""
+    from .models import DEFAULT_TARGET, GGUF_WHEEL
+
+    def version(name):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "missing"
+
+    v = sys.version_info
+    return (f"specdec-course is ready: .venv with Python {v[0]}.{v[1]}.{v[2]}, torch {version('torch')}, "
+            f"transformers {version('transformers')}, the {DEFAULT_TARGET} model ({GGUF_WHEEL[0]} "
+            f"{version(GGUF_WHEEL[0])}). Next: `make lab` opens the course, `make test` runs its tests, "
+            "`make doctor` checks the set-up.")
+
+
 def run_checks(*, model: bool = True, out=print) -> list[Check]:
     """Run every check in order, printing each line as it completes; returns the checks."""
     results: list[Check] = []
