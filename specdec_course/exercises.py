@@ -62,6 +62,18 @@ def _content_hash(nb: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
+def _mark_for_nbgrader(cell: dict, *, solution: bool) -> None:
+    """nbgrader's cell metadata: solution cells are answered by the learner, check cells are locked and give points."""
+    meta = cell.setdefault("metadata", {})
+    previous = meta.get("nbgrader", {})
+    if solution:
+        meta["nbgrader"] = {"solution": True, "grade": False, "locked": False, "grade_id": f"solution_{cell.get('id')}",
+                            "schema_version": 3}
+    elif cell["cell_type"] == "code" and "check" in meta.get("tags", []):
+        meta["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": previous.get("points", 1),
+                            "grade_id": f"check_{cell.get('id')}", "schema_version": 3}
+
+
 def make_exercise(solution: dict, name: str) -> dict:
     """The exercise notebook for one solution notebook (outputs cleared, solutions stubbed)."""
     nb = copy.deepcopy(solution)
@@ -71,6 +83,7 @@ def make_exercise(solution: dict, name: str) -> dict:
         if BEGIN in text:
             stubbed += 1
             text = strip_solutions(text, markdown=cell["cell_type"] == "markdown", where=f"{name} cell {index}")
+        _mark_for_nbgrader(cell, solution=BEGIN in _source(cell))
         cell["source"] = _as_lines(text)
         if cell["cell_type"] == "code":
             cell["outputs"] = []
