@@ -5,6 +5,7 @@
     bench       target-only, speculative (each tau, adaptive policies) and transformers' assisted generation side by
                 side, predicted speedup beside measured, for each kernel path
     exercises   regenerate exercises/ from solutions/ (--check: only compare)
+    grade       run learners' exercise notebooks (a folder of them) against the checks; CSV of points per task
     doctor      check the set-up (Python, pinned packages, model, cache, device, kernel path, Jupyter kernel)
 """
 from __future__ import annotations
@@ -132,6 +133,13 @@ def cmd_exercises(args) -> int:
     return 0
 
 
+def cmd_grade(args) -> int:
+    from .grading import grade
+
+    grade(args.submissions, exercise=args.exercise, timeout=args.timeout, out=args.out)
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from .doctor import main as doctor
 
@@ -188,6 +196,14 @@ def main(argv=None) -> int:
     ex = sub.add_parser("exercises", help="regenerate exercises/ from solutions/")
     ex.add_argument("--check", action="store_true", help="only compare; exit 1 if exercises/ is out of date")
     ex.set_defaults(run=cmd_exercises)
+
+    gr = sub.add_parser("grade", help="grade a folder of learners' exercise notebooks (CSV of points per task)")
+    gr.add_argument("submissions", help="a folder of notebooks (one per learner) or of one folder per learner")
+    gr.add_argument("--exercise", default=None, help="which exercise they are (name or prefix, e.g. 04); "
+                                                     "default: from each notebook's metadata or file name")
+    gr.add_argument("--timeout", type=float, default=300, help="seconds each notebook may run (default 300)")
+    gr.add_argument("--out", default="grades.csv", help="the CSV to write (default grades.csv; replaced if it exists)")
+    gr.set_defaults(run=cmd_grade)
 
     doc = sub.add_parser("doctor", help="check the set-up: one OK/FAIL line per check, with a fix for each FAIL")
     doc.add_argument("--no-model", action="store_true",

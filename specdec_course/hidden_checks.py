@@ -1,0 +1,243 @@
+"""Hidden checks for `python -m specdec_course grade`: more cases than the visible check cells show.
+
+The visible checks in the exercise notebooks use fixed seeds and inputs; a learner could (by accident or not)
+write a function that only works on those. The grader runs the checks below in the learner's kernel right after
+the visible check cell they belong to, on other seeds, sizes and edge cases, and gives them points of their own.
+They are "hidden" only in the sense that the notebooks do not show them: this file is part of the open package.
+
+``HIDDEN[exercise][check cell id] = (function name in the notebook, checker, points)``.
+"""
+from __future__ import annotations
+
+import math
+import random
+
+
+def _checks():
+    from . import checks
+
+    return checks
+
+
+def _fail(message: str):
+    raise _checks().CheckFailed(message)
+
+
+def _case_models(seeds, vocab=(40, 72, 100)):
+    from .models import tiny_llama
+    import torch
+
+    for seed in seeds:
+        model = tiny_llama(seed, vocab_size=vocab[seed % len(vocab)], peaked=1.0 + seed % 3)
+        gen = torch.Generator().manual_seed(1000 + seed)
+        yield seed, model, torch.randint(2, model.config.vocab_size, (1, 1 + 2 * (seed % 5)), generator=gen)
+
+
+# --------------------------------------------------------------------------- 00
+def greedy_next_token(fn) -> None:
+    import torch
+
+    for seed, model, prompt in _case_models(range(20, 26)):
+        with torch.no_grad():
+            expected = int(model(prompt).logits[0, -1].argmax())
+        got = _checks()._call(fn, model, prompt)
+        if int(got) != expected:
+            _fail(f"hidden model #{seed}, prompt of {prompt.shape[1]} tokens: expected {expected}, got {got}")
+
+
+def greedy_generate(fn) -> None:
+    from .generation import autoregressive_generate
+
+    for seed, model, prompt in _case_models(range(30, 34)):
+        for n in (2, 12):
+            expected = autoregressive_generate(model, prompt, n).tokens
+            got = _checks()._as_list(_checks()._call(fn, model, prompt, n))
+            if got != expected:
+                _fail(f"hidden model #{seed}, prompt of {prompt.shape[1]} tokens, {n} new tokens: expected {expected}, got {got}")
+
+
+# --------------------------------------------------------------------------- 01, 02
+def draft_tokens(fn) -> None:
+    from .draft import draft_tokens as reference
+
+    for seed, model, prompt in _case_models(range(40, 44)):
+        for tau in (2, 8):
+            expected = reference(model, prompt, tau).tokens
+            got = _checks()._as_list(_checks()._call(fn, model, prompt, tau))
+            if got != expected:
+                _fail(f"hidden draft #{seed}, tau={tau}: expected {expected}, got {got}")
+
+
+def verify(fn) -> None:
+    import torch
+
+    from .generation import autoregressive_generate
+    from .verify import verify as reference
+
+    for seed, model, prompt in _case_models(range(50, 54)):
+        for tau in (1, 6):
+            drafts = autoregressive_generate(model, prompt, tau).tokens
+            drafts = drafts[:-1] + [(drafts[-1] + 1) % model.config.vocab_size]  # one draft the target would not pick
+            expected = reference(model, prompt, drafts)
+            got = _checks()._call(fn, model, prompt, drafts)
+            if not isinstance(got, torch.Tensor) or got.shape != expected.shape or not torch.allclose(got.float(), expected, atol=1e-4):
+                _fail(f"hidden model #{seed}, tau={tau}: the distributions differ from the reference")
+
+
+# --------------------------------------------------------------------------- 03
+def textbook_accept(fn) -> None:
+    rng = random.Random(303)
+    cases = [([], [], []), ([0.5], [0.5], [0.99]), ([0.1, 0.9], [0.2, 0.1], [0.5, 0.0])]
+    for length in (1, 2, 7, 12):
+        for _ in range(10):
+            cases.append(tuple([rng.random() for _ in range(length)] for _ in range(3)))
+    for p, q, r in cases:
+        expected = 0
+        for pt, qt, rt in zip(p, q, r):
+            if not (pt >= qt or rt <= pt / qt):
+                break
+            expected += 1
+        got = _checks()._call(fn, list(p), list(q), list(r))
+        if got != expected:
+            _fail(f"hidden case with {len(p)} drafts: expected n = {expected}, got {got}")
+
+
+# --------------------------------------------------------------------------- 04
+def greedy_correction(fn) -> None:
+    import torch
+
+    gen = torch.Generator().manual_seed(404)
+    for tau, vocab in ((0, 7), (2, 300), (8, 50)):
+        p = torch.softmax(torch.randn(tau + 1, vocab, generator=gen) * 4, -1)
+        for n in range(tau + 1):
+            got = _checks()._call(fn, p, n)
+            if got is None or int(got) != int(p[n].argmax()):
+                _fail(f"hidden case tau={tau}, vocabulary {vocab}, n={n}: expected {int(p[n].argmax())}, got {got}")
+
+
+def sequence_after_step(fn) -> None:
+    cases = [([], [3], 1, 4), ([9, 9], [9, 9, 9], 3, 9), ([1, 2], [3, 4, 5, 6], 1, 0), ([7], [8, 9], 0, 8)]
+    for prefix, drafts, n, correction in cases:
+        expected = prefix + drafts[:n] + [correction]
+        got = _checks()._as_list(_checks()._call(fn, list(prefix), list(drafts), n, correction))
+        if got != expected:
+            _fail(f"hidden case prefix {prefix}, drafts {drafts}, n={n}: expected {expected}, got {got}")
+
+
+# --------------------------------------------------------------------------- 05
+def rollback(fn) -> None:
+    import torch
+
+    gen = torch.Generator().manual_seed(505)
+    for n_layers, heads, total, size in ((2, 1, 6, 3), (4, 3, 11, 8)):
+        layers = [(torch.randn(2, heads, total, size, generator=gen), torch.randn(2, heads, total, size, generator=gen))
+                  for _ in range(n_layers)]
+        for length in (0, 1, total - 1, total):
+            got = _checks()._call(fn, [(k.clone(), v.clone()) for k, v in layers], length)
+            ok = got is not None and len(got) == n_layers and all(
+                torch.equal(gk, k[:, :, :length]) and torch.equal(gv, v[:, :, :length]) for (k, v), (gk, gv) in zip(layers, got))
+            if not ok:
+                _fail(f"hidden case: batch 2, {heads} heads, {total} positions rolled back to {length}: wrong keys/values")
+
+
+def kv_bytes_per_token(fn) -> None:
+    from types import SimpleNamespace
+
+    for layers, heads, kv_heads, head_dim, size in ((1, 1, 1, 8, 1), (12, 12, 12, 64, 2), (40, 40, 8, 128, 4)):
+        config = SimpleNamespace(num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                                 hidden_size=heads * head_dim, head_dim=head_dim)
+        expected = 2 * layers * kv_heads * head_dim * size
+        got = _checks()._call(fn, config, size)
+        if got != expected:
+            _fail(f"hidden case {layers} layers, {kv_heads} KV heads of {head_dim}, {size} bytes: expected {expected}, got {got}")
+
+
+# --------------------------------------------------------------------------- 06, 07, 08
+def _close(got, expected, tol=1e-6) -> bool:
+    try:
+        return abs(float(got) - expected) <= tol
+    except (TypeError, ValueError):
+        return False
+
+
+def kept_fraction(fn) -> None:
+    for alpha in (0.1, 0.65, 0.999):
+        for tau in (2, 5, 12):
+            expected = alpha * (1 - alpha ** tau) / ((1 - alpha) * tau)
+            got = _checks()._call(fn, alpha, tau)
+            if not _close(got, expected):
+                _fail(f"hidden case alpha={alpha}, tau={tau}: expected {expected:.4f}, got {got}")
+
+
+def alpha_from_steps(fn) -> None:
+    for steps in ([(1, 1)], [(5, 2), (5, 5), (1, 0)], [(3, 0)] * 3 + [(3, 3)]):
+        accepted = sum(n for _, n in steps)
+        expected = accepted / sum(n + (n < tau) for tau, n in steps)
+        got = _checks()._call(fn, steps)
+        if not _close(got, expected, 1e-9):
+            _fail(f"hidden case steps {steps}: expected {expected:.4f}, got {got}")
+
+
+def token_gaps(fn) -> None:
+    for steps in ([(5.0, 4)], [(1.5, 1), (2.5, 3), (7.0, 2)], []):
+        times, clock = [], 0.0
+        for ms, n in steps:
+            clock += ms
+            times += [clock] * n
+        expected = [b - a for a, b in zip(times, times[1:])]
+        got = _checks()._call(fn, steps)
+        try:
+            ok = len(got) == len(expected) and all(_close(a, b, 1e-9) for a, b in zip(got, expected))
+        except TypeError:
+            ok = False
+        if not ok:
+            _fail(f"hidden case steps {steps}: expected gaps {expected}, got {got!r}")
+
+
+def expected_tokens_per_step(fn) -> None:
+    for alpha in (0.05, 0.42, 0.97, 1.0):
+        for tau in (3, 16):
+            expected = tau + 1.0 if alpha == 1 else (1 - alpha ** (tau + 1)) / (1 - alpha)
+            got = _checks()._call(fn, alpha, tau)
+            if not _close(got, expected):
+                _fail(f"hidden case alpha={alpha}, tau={tau}: expected {expected:.4f}, got {got}")
+
+
+def distillation_loss(fn) -> None:
+    import torch
+
+    gen = torch.Generator().manual_seed(808)
+    for n, vocab in ((3, 2), (25, 130)):
+        draft_logits = torch.randn(n, vocab, generator=gen) * 3
+        target_logits = torch.randn(n, vocab, generator=gen) * 3
+        expected = float(torch.nn.functional.cross_entropy(draft_logits, target_logits.argmax(-1)))
+        got = _checks()._call(fn, draft_logits, target_logits)
+        if not _close(got, expected, 1e-4) or math.isnan(expected):
+            _fail(f"hidden case {n} positions, vocabulary {vocab}: expected {expected:.4f}, got {got}")
+
+
+HIDDEN = {
+    "00_autoregressive_generation": {"c04": ("greedy_next_token", greedy_next_token, 1),
+                                     "c07": ("greedy_generate", greedy_generate, 1)},
+    "01_greedy_draft_generation": {"c04": ("draft_tokens", draft_tokens, 1)},
+    "02_parallel_verification": {"c04": ("verify", verify, 1)},
+    "03_acceptance_rule": {"c04": ("textbook_accept", textbook_accept, 1)},
+    "04_correction_and_the_full_loop": {"c04": ("greedy_correction", greedy_correction, 1),
+                                        "c07": ("sequence_after_step", sequence_after_step, 1)},
+    "05_kv_caching": {"c04": ("rollback", rollback, 1), "c07": ("kv_bytes_per_token", kv_bytes_per_token, 1)},
+    "06_performance_analysis": {"s0604": ("kept_fraction", kept_fraction, 1),
+                                "s0607": ("alpha_from_steps", alpha_from_steps, 1)},
+    "07_control_and_production": {"s0707": ("token_gaps", token_gaps, 1)},
+    "08_training_a_draft_model": {"c07": ("expected_tokens_per_step", expected_tokens_per_step, 1),
+                                  "c10": ("distillation_loss", distillation_loss, 1)},
+}
+
+
+def run(exercise: str, cell_id: str, namespace: dict) -> None:
+    """Run the hidden check that follows check cell ``cell_id`` on the learner's function in ``namespace``."""
+    name, checker, _ = HIDDEN[exercise][cell_id]
+    fn = namespace.get(name)
+    if fn is None:
+        _fail(f"{name} is not defined (did its cell run?)")
+    checker(fn)
+    print(f"✓ hidden check for {name} passed")
