@@ -12,7 +12,7 @@ PORT   ?= 8888
 ROOTOK := $(if $(filter 0,$(shell id -u)),--allow-root)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup lab lab-headless test doctor demo exercises bench clean-venv
+.PHONY: setup lab lab-headless test chromium doctor demo exercises bench clean-venv
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
 setup: $(STAMP)
@@ -35,9 +35,21 @@ lab: setup
 lab-headless: setup
 	$(VENV)/bin/jupyter lab $(ROOTOK) --ServerApp.root_dir=$(CURDIR) --no-browser --ip=127.0.0.1 --port=$(PORT) $(FIRST)
 
-test: setup
+test: setup chromium
 	SPECDEC_QUICK=1 $(PY) -m pytest -p no:cacheprovider tests notebooks solutions \
 		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -q
+
+# tests/test_browser.py drives the system Chromium: installed here when missing and possible (root with apt-get)
+HAVE_CHROMIUM = command -v chromedriver >/dev/null && { command -v chromium || command -v chromium-browser || command -v google-chrome; } >/dev/null
+chromium:
+	@if ! { $(HAVE_CHROMIUM); }; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Chromium for the browser test (apt-get, log in build/apt-chromium.log) ..."; mkdir -p build; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } \
+	      >build/apt-chromium.log 2>&1 || true; \
+	  fi; \
+	  $(HAVE_CHROMIUM) || echo "no Chromium: the browser test will be skipped"; \
+	fi
 
 doctor: setup
 	@$(PY) -m specdec_course doctor
