@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository, when the packag
 NOTEBOOK_KERNEL = "python3"                    # the kernel every notebook's metadata names
 COURSE_EXTRAS = "course"                        # pyproject's optional dependencies for JupyterLab and the tests
 SLOW_VERIFICATION = 2.0                         # T(5)/T(1) above this: verifying 4 drafts costs > 2 plain steps
+BUSY = 1.5                                      # T(1) this many times the one measured when the path was chosen
 
 
 @dataclass
@@ -195,10 +196,11 @@ def check_kernels(load=None, ks=(1, 5), repeats: int = 5) -> Check:
     loaded = time.perf_counter() - start
     path = kernels.kernel_path(model)
     key = kernels.choice_key(model, kernels.TARGET_KS)
+    record = kernels._read_choices().get(key) or {}
     if next(model.parameters()).device.type != "cpu":
         how = "the only path off the CPU"
     elif key in before:
-        how = f"the remembered choice for this machine (measured {kernels._read_choices()[key].get('measured', '?')})"
+        how = f"the remembered choice for this machine (measured {record.get('measured', '?')})"
     else:
         how = "measured just now and remembered"
     times = kernels.current_pass_times(model, ks, repeats=repeats)
@@ -206,6 +208,10 @@ def check_kernels(load=None, ks=(1, 5), repeats: int = 5) -> Check:
     ratio = tk / t1
     detail = (f"{path}, {how}; target loaded in {loaded:.1f} s; one cached pass: T({ks[0]}) = {t1:.1f} ms, "
               f"T({ks[-1]}) = {tk:.1f} ms, T({ks[-1]})/T({ks[0]}) = {ratio:.2f}")
+    chosen_t1 = (record.get("ms") or {}).get(path, {}).get(str(ks[0]))
+    if chosen_t1 and t1 > BUSY * chosen_t1:
+        detail += (f"; note: T({ks[0]}) is {t1 / chosen_t1:.1f}x the {chosen_t1:.1f} ms measured when the path was chosen: "
+                   "the machine is busy now (other programs), so timings are not representative")
     if ratio > SLOW_VERIFICATION:
         detail += (f"; note: verifying {ks[-1] - 1} drafts costs more than {SLOW_VERIFICATION:g} one-token steps on "
                    "this path, so speculative decoding gains little here (timings on a busy machine are noisy: run again)")

@@ -166,6 +166,19 @@ def test_kernel_check_reports_times_and_warns_when_verification_is_dear(monkeypa
     assert "note" not in doctor.check_kernels(load=lambda verbose: (model, None)).detail
 
 
+def test_kernel_check_says_when_the_machine_is_busy(monkeypatch, tmp_path):
+    from specdec_course import kernels
+
+    monkeypatch.setenv("SPECDEC_CACHE_DIR", str(tmp_path))
+    model = models.tiny_llama()
+    kernels._write_choice(kernels.choice_key(model, kernels.TARGET_KS),
+                          {"path": "stock", "ms": {"stock": {"1": 10.0}}, "measured": "then"})
+    monkeypatch.setattr(kernels, "current_pass_times", lambda m, ks, repeats: {1: 0.030, 5: 0.036})
+    check = doctor.check_kernels(load=lambda verbose: (kernels.use_kernels(model, "stock"), None))
+    assert "the remembered choice for this machine (measured then)" in check.detail
+    assert "3.0x the 10.0 ms measured when the path was chosen" in check.detail and "busy" in check.detail
+
+
 class _Specs:
     def __init__(self, spec=None):
         self.spec = spec
