@@ -236,3 +236,62 @@ def test_latency_summary_of_bursts():
     plain = SimpleNamespace(token_times=[0.1, 0.02, 0.02], tokens=[7, 8, 9])
     assert latency_summary(plain)["gap_p95_ms"] == pytest.approx(20)
     assert percentile([1, 2, 3, 4], 50) == pytest.approx(2.5)
+
+
+def _reference_loop(correct_from_draft=False, one_pass=True):
+    import specdec_course as sc
+
+    def loop(target, draft, ids, max_new, tau):
+        new, passes = [], 0
+        while len(new) < max_new:
+            proposal = sc.draft_tokens(draft, ids, tau)
+            drafts = proposal.tokens
+            if one_pass:
+                p = sc.verify(target, ids, drafts)
+                passes += 1
+            else:
+                rows = []
+                for t in range(tau + 1):
+                    rows.append(sc.verify(target, torch.cat([ids, torch.tensor([drafts[:t]], dtype=ids.dtype)], 1), [])[0])
+                    passes += 1
+                p = torch.stack(rows)
+            n = 0
+            while n < tau and int(p[n].argmax()) == drafts[n]:
+                n += 1
+            fix = int(proposal.q[n].argmax()) if correct_from_draft and n < tau else int(p[n].argmax())
+            new += drafts[:n] + [fix]
+            ids = torch.cat([ids, torch.tensor([drafts[:n] + [fix]], dtype=ids.dtype)], 1)
+        return new[:max_new], passes
+
+    return loop
+
+
+def test_check_speculative_loop_accepts_the_loop_and_catches_its_classic_bugs():
+    checks.check_speculative_loop(_reference_loop())
+    with pytest.raises(checks.CheckFailed, match="differs from the target's greedy output") as err:
+        checks.check_speculative_loop(_reference_loop(correct_from_draft=True))
+    assert "of 12 cases wrong" in str(err.value)
+    with pytest.raises(checks.CheckFailed, match="one pass per step"):
+        checks.check_speculative_loop(_reference_loop(one_pass=False))
+    with pytest.raises(checks.NotAttempted):
+        checks.check_speculative_loop(lambda *a: (_ for _ in ()).throw(NotImplementedError()))
+
+
+def test_check_cache_step_catches_a_missing_or_wrong_rollback():
+    def step(model, cache, new, keep, *, rollback=True, off_by_one=0):
+        with torch.no_grad():
+            logits = model(new, past_key_values=cache, use_cache=True).logits[0]
+        if rollback:
+            cache.crop(min(keep + off_by_one - cache.get_seq_length(), 0))
+        return logits
+
+    checks.check_cache_step(step)
+    with pytest.raises(checks.CheckFailed, match="holds .* tokens after your call"):
+        checks.check_cache_step(lambda *a: step(*a, rollback=False))
+    with pytest.raises(checks.CheckFailed, match="holds .* tokens after your call"):
+        checks.check_cache_step(lambda *a: step(*a, off_by_one=-1))
+
+
+def test_check_cells_show_the_feedback_not_a_traceback():
+    err = checks.CheckFailed("f: 2 of 3 cases wrong:\n  case 1\n  case 2\nhint: look")
+    assert err._render_traceback_() == ["✗ f: 2 of 3 cases wrong:", "  case 1", "  case 2", "hint: look"]
