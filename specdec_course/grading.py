@@ -16,28 +16,27 @@ The scheme, one CSV row per learner × exercise × task (columns learner, exerci
 * a "(notebook)" row (0 of 0 points) always carries what happened to the notebook as a whole: "ran in 3.1 s", or
   the problems: not valid JSON, crashed, timed out, deleted or renamed cells, writes outside its folder.
 
-A check cell or any other released cell that is missing from the submission (matched by cell id: a deleted cell and
-a cell whose id changed look the same) gives 0 points to the tasks of its section (cells before Task 1 belong to
-every task) with "deleted or renamed cell ID"; the other tasks are graded. A notebook that cannot run at all (not
-valid JSON, not a notebook) gets 0 on every task with the reason. One that crashes or hangs keeps the points of the
-checks that ran before; the later ones say why they did not run.
+A released code cell (check, solution or set-up cell) that is missing from the submission (matched by cell id: a
+deleted cell and a cell whose id changed look the same) gives 0 points to the tasks of its section (the code cells
+before Task 1 belong to every task) with "deleted or renamed cell ID"; the other tasks are graded. Missing markdown
+cells are only reported in the "(notebook)" row (a missing answer cell also on its manual row). A notebook that
+cannot run at all (not valid JSON, not a notebook) gets 0 on every task with the reason. One that crashes or hangs
+keeps the points of the checks that ran before it stopped; the later ones say why they did not run.
 
 Each notebook runs in a fresh kernel, in a temporary copy, with a time limit; the kernel's HOME, TMPDIR and Jupyter/
 IPython/matplotlib folders are inside that temporary folder. An audit hook installed before any learner code refuses
 (PermissionError) and records every write, rename, removal or folder creation outside the temporary folder and the
 model cache; the submissions folder is also hashed before and after each notebook, and any file changed there is put
-back. Shell commands (``!cmd``, subprocess) are not covered by the hook, only by that second guard. The grader is a
-safety net for honest mistakes and simple tricks (editing a check cell, deleting it), not a sandbox against code
-written to attack it.
+back (files created there are removed). Shell commands (``!cmd``, subprocess) escape the hook and meet only that
+second guard. The grader is a safety net against honest mistakes and simple tricks (editing or deleting a check
+cell), not a sandbox against code written to attack it.
 """
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -63,7 +62,7 @@ class Task:
     cell_id: str              # the check cell (hidden: the check cell it follows; manual: the answer cell)
     points: float
     source: str = ""          # check: the released source; hidden: the code run after the check cell
-    section: list = field(default_factory=list)  # ids of the released cells this task depends on
+    section: list = field(default_factory=list)  # ids of the released code cells this task depends on
 
 
 def _source(cell) -> str:
@@ -100,11 +99,12 @@ def load_tasks(exercise: str, released: Path = RELEASED) -> list[Task]:
         first = text.strip().split("\n")[0] if text.strip() else ""
         if cell["cell_type"] == "markdown" and re.match(r"#+\s*Task\b", first):
             heading = first.lstrip("#").strip()
+        code_id = [cell_id] if cell["cell_type"] == "code" else []  # a deleted markdown cell costs no points
         if heading is None:
-            setup.append(cell_id)
+            setup += code_id
             continue
         section = sections.setdefault(heading, [])  # the same list for every task under this heading
-        section.append(cell_id)
+        section += code_id
         if cell["cell_type"] == "code" and "check" in meta.get("tags", []):
             counts[heading] = counts.get(heading, 0) + 1
             name = heading if counts[heading] == 1 else f"{heading} (check {counts[heading]})"
@@ -310,8 +310,10 @@ _RUNNER = ("import importlib.util, sys\n"
 
 
 def _kill_group(pid) -> None:
+    """Kill the process group led by ``pid`` (a runner or kernel this module started), if it still leads one."""
     try:
-        os.killpg(int(pid), signal.SIGKILL)
+        if os.getpgid(int(pid)) == int(pid):
+            os.killpg(int(pid), signal.SIGKILL)
     except (ProcessLookupError, PermissionError, ValueError, TypeError, OSError):
         pass
 
@@ -332,8 +334,8 @@ def execute(prepared: dict, tmp: Path, timeout: float) -> tuple[dict | None, dic
         _kill_group(proc.pid)
         _, stderr = proc.communicate()
         stderr = b"killed by the grader"
-    finally:
-        _kill_group(pid_path.read_text().strip() if pid_path.exists() else None)  # the kernel has its own session
+    if proc.returncode:  # the runner did not shut its kernel down (the kernel runs in a session of its own)
+        _kill_group(pid_path.read_text().strip() if pid_path.exists() else None)
     seconds = time.monotonic() - start
     status = json.loads(status_path.read_text()) if status_path.exists() else {"status": "error", "cell": None}
     if not status_path.exists() or (proc.returncode and status["status"] == "ok"):
@@ -352,7 +354,8 @@ def _row(sub: Submission, task: str, points, max_points, message: str) -> dict:
 def _error_of(cell: dict) -> str | None:
     for output in cell.get("outputs", []):
         if output.get("output_type") == "error":
-            name, value = output.get("ename", "Error"), str(output.get("evalue", "")).strip().split("\n")[0]
+            name = output.get("ename", "Error")
+            value = " / ".join(line.strip() for line in str(output.get("evalue", "")).strip().split("\n") if line.strip())
             if name == "NotAttempted":
                 return "not attempted"
             return f"{name}: {value}"[:300]
@@ -411,7 +414,8 @@ def grade_submission(sub: Submission, timeout: float, released: Path = RELEASED,
         from .models import cache_dir
 
         log = tmp / "blocked.jsonl"
-        prepared = prepare(submitted, tasks, [str(tmp), str(cache_dir()), "/dev/null"], str(log))
+        allowed = [str(tmp / sub) for sub in ("work", "home", "tmp")] + [str(cache_dir()), "/dev/null"]
+        prepared = prepare(submitted, tasks, allowed, str(log))  # the runner's own files in tmp are off limits
         executed, status, seconds = execute(prepared, tmp, timeout)
         blocked = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     changed = _restore(guard_folder, before) if guard_folder else []

@@ -1,6 +1,6 @@
 """`python -m specdec_course grade`: a folder of learners' notebooks in, a CSV of points per task out.
 
-One grading run over a folder of exercise-04 notebooks (the lightest exercise: no model to load) serves most tests:
+One grading run over a folder of exercise-08 notebooks (light: tiny random models only, no real model to load) serves most tests:
 solved, half-solved, untouched, crashing, hanging, corrupt, a deleted and a renamed check cell, a check cell edited to
 `pass`, and a notebook that writes outside its folder. Notebooks run one at a time.
 """
@@ -15,10 +15,13 @@ from specdec_course import exercises, grading
 from specdec_course.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
-EXERCISE = "04_correction_and_the_full_loop"
+EXERCISE = "08_training_a_draft_model"
 TIMEOUT = 25
-T1, T2, T3 = "Task 1 · The correction", "Task 2 · The sequence after one step", "Task 3 · In your own words"
-T1H, T2H = T1 + " (hidden check)", T2 + " (hidden check)"
+T1, T2, T3 = "Task 1 · Greedy agreement, teacher-forced", "Task 2 · Expected tokens per step", "Task 3 · The distillation loss"
+T2H, T3H, T4 = T2 + " (hidden check)", T3 + " (hidden check)", "Task 4 · In your own words"
+ALL = {T1: 1, T2: 1, T2H: 1, T3: 1, T3H: 1}
+NONE = dict.fromkeys(ALL, 0)
+BEFORE_T3 = {T1: 1, T2: 1, T2H: 1, T3: 0, T3H: 0}
 
 
 def _released():
@@ -56,25 +59,25 @@ def graded(tmp_path_factory):
 
     write("solved", _solved())
     half = _solved()
-    _cell(half, "c06")["source"] = exercises.strip_solutions(
-        "".join(_cell(json.loads((ROOT / "solutions" / f"{EXERCISE}.ipynb").read_text()), "c06")["source"]))
+    _cell(half, "c09")["source"] = exercises.strip_solutions(
+        "".join(_cell(json.loads((ROOT / "solutions" / f"{EXERCISE}.ipynb").read_text()), "c09")["source"]))
     write("half", half)
     write("untouched", _released())
     crash = _solved()
-    _cell(crash, "c06")["source"] = "import os\nos._exit(1)\n"
+    _cell(crash, "c09")["source"] = "import os\nos._exit(1)\n"
     write("crash", crash)
     hang = _solved()
-    _cell(hang, "c06")["source"] = "import time\ntime.sleep(3600)\n"
+    _cell(hang, "c09")["source"] = "import time\ntime.sleep(3600)\n"
     write("hang", hang)
     (subs / "corrupt.ipynb").write_text('{"cells": [ this is not json')
     deleted = _solved()
-    deleted["cells"] = [c for c in deleted["cells"] if c["id"] != "c07"]
+    deleted["cells"] = [c for c in deleted["cells"] if c["id"] not in ("c10", "c02")]  # a check cell, a heading
     write("deleted", deleted)
     renamed = _solved()
     _cell(renamed, "c04")["id"] = "my-own-id"
     write("renamed", renamed)
     cheat = _released()
-    _cell(cheat, "c03")["source"] = "def greedy_correction(p, n):\n    return 0\n"
+    _cell(cheat, "c03")["source"] = "def draft_agreement(draft, input_ids, target_tokens):\n    return 0.0\n"
     _cell(cheat, "c04")["source"] = "pass\n"
     _cell(cheat, "c07")["source"] = "pass\n"
     write("cheat", cheat)
@@ -88,7 +91,7 @@ def graded(tmp_path_factory):
 
     before = _hashes(subs)
     lines = []
-    rows = grading.grade(subs, exercise="04", timeout=TIMEOUT, out=base / "grades.csv", log=lines.append)
+    rows = grading.grade(subs, exercise="08", timeout=TIMEOUT, out=base / "grades.csv", log=lines.append)
     with open(base / "grades.csv", newline="") as handle:
         written = list(csv.DictReader(handle))
     return {"rows": rows, "csv": written, "before": before, "after": _hashes(subs), "outside": outside, "subs": subs,
@@ -114,50 +117,51 @@ def test_csv_has_a_row_per_learner_and_task(graded):
     learners = {r["learner"] for r in graded["csv"]}
     assert learners == {"solved", "half", "untouched", "crash", "hang", "corrupt", "deleted", "renamed", "cheat", "writer"}
     for learner in learners:
-        assert set(_by_task(graded, learner)) == {"(notebook)", T1, T1H, T2, T2H, T3}
+        assert set(_by_task(graded, learner)) == {"(notebook)", T4, *ALL}
     assert all(r["exercise"] == EXERCISE for r in graded["csv"])
-    assert "solved" in graded["log"] and "4/4" in graded["log"] and "wrote" in graded["log"]
+    assert "solved" in graded["log"] and "5/5" in graded["log"] and "wrote" in graded["log"]
 
 
 def test_solution_full_marks_untouched_zero_half_solved_half(graded):
-    assert _points(graded, "solved") == {T1: 1, T1H: 1, T2: 1, T2H: 1}
+    assert _points(graded, "solved") == ALL
     assert _by_task(graded, "solved")[T1][2] == "passed"
-    assert _by_task(graded, "solved")[T3][:2] == ("", "0")
-    assert _by_task(graded, "solved")[T3][2].startswith("manual: answered (")
-    assert _points(graded, "untouched") == {T1: 0, T1H: 0, T2: 0, T2H: 0}
+    assert _by_task(graded, "solved")[T4][:2] == ("", "0")
+    assert _by_task(graded, "solved")[T4][2].startswith("manual: answered (")
+    assert _points(graded, "untouched") == NONE
     assert _by_task(graded, "untouched")[T1][2] == "not attempted"
-    assert _by_task(graded, "untouched")[T3][2] == "manual: not answered"
-    assert _points(graded, "half") == {T1: 1, T1H: 1, T2: 0, T2H: 0}
+    assert _by_task(graded, "untouched")[T4][2] == "manual: not answered"
+    assert _points(graded, "half") == BEFORE_T3
 
 
 def test_crash_and_hang_keep_the_points_before_them(graded):
     for learner, reason in (("crash", "the kernel died"), ("hang", f"timed out after {TIMEOUT} s")):
         rows = _by_task(graded, learner)
-        assert _points(graded, learner) == {T1: 1, T1H: 1, T2: 0, T2H: 0}, rows
-        assert reason in rows["(notebook)"][2] and "c06" in rows["(notebook)"][2]
-        assert rows[T2][2].startswith("not run: " + reason)
+        assert _points(graded, learner) == BEFORE_T3, rows
+        assert reason in rows["(notebook)"][2] and "c09" in rows["(notebook)"][2]
+        assert rows[T3][2].startswith("not run: " + reason)
 
 
 def test_corrupt_notebook_is_graded_zero_with_the_reason(graded):
     rows = _by_task(graded, "corrupt")
     assert "not valid JSON" in rows["(notebook)"][2]
-    assert _points(graded, "corrupt") == {T1: 0, T1H: 0, T2: 0, T2H: 0}
+    assert _points(graded, "corrupt") == NONE
     assert rows[T1][1] == "1" and "not valid JSON" in rows[T1][2]
 
 
 def test_deleted_or_renamed_check_cell_gives_zero_for_its_task_only(graded):
     deleted, renamed = _by_task(graded, "deleted"), _by_task(graded, "renamed")
-    assert _points(graded, "deleted") == {T1: 1, T1H: 1, T2: 0, T2H: 0}
-    assert deleted[T2][2] == deleted[T2H][2] == "deleted or renamed cell c07"
-    assert "deleted or renamed cell c07" in deleted["(notebook)"][2]
-    assert _points(graded, "renamed") == {T1: 0, T1H: 0, T2: 1, T2H: 1}
+    assert _points(graded, "deleted") == BEFORE_T3
+    assert deleted[T3][2] == deleted[T3H][2] == "deleted or renamed cell c10"
+    assert "deleted or renamed cell c10" in deleted["(notebook)"][2]
+    assert "deleted or renamed cell c02" in deleted["(notebook)"][2]  # reported, but costs no points
+    assert _points(graded, "renamed") == {**ALL, T1: 0}
     assert renamed[T1][2] == "deleted or renamed cell c04"
 
 
 def test_a_check_cell_edited_to_pass_still_runs_the_released_check(graded):
     rows = _by_task(graded, "cheat")
-    assert _points(graded, "cheat") == {T1: 0, T1H: 0, T2: 0, T2H: 0}
-    assert rows[T1][2].startswith("CheckFailed: tau=1, n=0: expected token")
+    assert _points(graded, "cheat") == NONE
+    assert rows[T1][2].startswith("CheckFailed: ") and "expected" in rows[T1][2]
     assert rows[T2][2] == "not attempted"
 
 
@@ -169,18 +173,38 @@ def test_writes_outside_the_folder_are_blocked_or_put_back_and_reported(graded):
         assert f"tried to write outside its folder: {path.resolve()} (blocked)" in message
     assert f"changed {subs / 'shell.txt'} in the submissions folder (put back)" in message
     assert not (subs / "evil.txt").exists() and not (subs / "shell.txt").exists()
-    assert _points(graded, "writer") == {T1: 1, T1H: 1, T2: 1, T2H: 1}  # the tasks themselves are still graded
+    assert _points(graded, "writer") == ALL  # the tasks themselves are still graded
 
 
 # --------------------------------------------------------------------------- no notebooks run below
 def test_tasks_come_from_the_released_check_cells():
     tasks = grading.load_tasks(EXERCISE)
     assert [(t.name, t.kind, t.points) for t in tasks] == [
-        (T1, "check", 1), (T1H, "hidden", 1), (T2, "check", 1), (T2H, "hidden", 1), (T3, "manual", 0)]
-    assert tasks[0].grade_id == "check_c04" and "check_greedy_correction" in tasks[0].source
+        (T1, "check", 1), (T2, "check", 1), (T2H, "hidden", 1), (T3, "check", 1), (T3H, "hidden", 1), (T4, "manual", 0)]
+    assert tasks[0].grade_id == "check_c04" and "check_draft_agreement" in tasks[0].source
     for name in grading.exercise_names():
         checks = [t for t in grading.load_tasks(name) if t.kind == "check"]
         assert checks and all(t.name.startswith("Task") for t in checks), name
+
+
+def test_every_hidden_check_follows_a_released_check_cell():
+    from specdec_course.hidden_checks import HIDDEN
+
+    for name, by_cell in HIDDEN.items():
+        checks = {t.cell_id for t in grading.load_tasks(name) if t.kind == "check"}
+        assert set(by_cell) <= checks, name
+
+
+def test_grade_command_writes_the_csv_and_a_summary(tmp_path, capsys, monkeypatch):
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "zoe.ipynb").write_text("{")
+    monkeypatch.chdir(tmp_path)
+    assert main(["grade", "subs", "--exercise", "03"]) == 0
+    out = capsys.readouterr().out
+    assert "zoe" in out and "0/2" in out and "wrote grades.csv" in out
+    rows = list(csv.DictReader(open(tmp_path / "grades.csv", newline="")))
+    assert [r["task"] for r in rows] == ["(notebook)", "Task 1 · Count the accepted drafts",
+                                         "Task 1 · Count the accepted drafts (hidden check)", "Task 2 · By hand"]
 
 
 def test_generated_exercises_carry_nbgrader_metadata():
@@ -188,7 +212,7 @@ def test_generated_exercises_carry_nbgrader_metadata():
     assert _cell(nb, "c04")["metadata"]["nbgrader"] == {"grade": True, "solution": False, "locked": True, "points": 1,
                                                         "grade_id": "check_c04", "schema_version": 3}
     assert _cell(nb, "c03")["metadata"]["nbgrader"]["solution"] is True
-    assert _cell(nb, "c09")["metadata"]["nbgrader"]["grade"] is False
+    assert _cell(nb, "c12")["metadata"]["nbgrader"]["grade"] is False
 
 
 def test_submissions_found_per_file_and_per_learner_folder(tmp_path):
@@ -205,7 +229,7 @@ def test_submissions_found_per_file_and_per_learner_folder(tmp_path):
     forced = grading.find_submissions(tmp_path, "05_kv_caching")
     assert {(s.learner, s.exercise, s.path is None) for s in forced} >= {("ann", "05_kv_caching", True),
                                                                            ("ben", "05_kv_caching", False)}
-    assert grading.resolve_exercise("04") == EXERCISE
+    assert grading.resolve_exercise("08") == EXERCISE
 
 
 @pytest.mark.parametrize("argv, error", [
