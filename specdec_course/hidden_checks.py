@@ -124,6 +124,23 @@ def sequence_after_step(fn) -> None:
             _fail(f"hidden case prefix {prefix}, drafts {drafts}, n={n}: expected {expected}, got {got}")
 
 
+def speculative_greedy(fn) -> None:
+    from .generation import autoregressive_generate
+    from .models import tiny_llama
+    import torch
+
+    for seed in (60, 61, 62):
+        target = tiny_llama(seed, peaked=3.0)
+        draft = tiny_llama(seed, peaked=3.0) if seed == 60 else tiny_llama(seed + 7, peaked=1.5)  # 60: a perfect draft
+        prompt = torch.randint(2, 64, (1, 2 + seed % 4), generator=torch.Generator().manual_seed(seed))
+        for tau, max_new in ((2, 1), (4, 15)):
+            expected = autoregressive_generate(target, prompt, max_new).tokens
+            got = _checks()._call(fn, target, draft, prompt, max_new, tau)
+            tokens = _checks()._as_list(got[0]) if isinstance(got, tuple) and len(got) == 2 else None
+            if tokens != expected:
+                _fail(f"hidden pair #{seed}, tau={tau}, {max_new} new tokens: expected {expected}, got {tokens}")
+
+
 # --------------------------------------------------------------------------- 05
 def rollback(fn) -> None:
     import torch
@@ -150,6 +167,31 @@ def kv_bytes_per_token(fn) -> None:
         got = _checks()._call(fn, config, size)
         if got != expected:
             _fail(f"hidden case {layers} layers, {kv_heads} KV heads of {head_dim}, {size} bytes: expected {expected}, got {got}")
+
+
+def cache_step(fn) -> None:
+    import torch
+    from transformers import DynamicCache
+
+    from .models import tiny_llama
+
+    model = tiny_llama(70, peaked=2.0)
+    gen = torch.Generator().manual_seed(70)
+    prompt = torch.randint(2, 64, (1, 6), generator=gen)
+    cache = DynamicCache()
+    with torch.no_grad():
+        model(prompt, past_key_values=cache, use_cache=True)
+    sequence = prompt
+    for n_new, n_keep in ((6, 1), (2, 2), (3, 0), (4, 3)):  # several steps in a row on one cache
+        new = torch.randint(2, 64, (1, n_new), generator=gen)
+        with torch.no_grad():
+            expected = model(torch.cat([sequence, new], 1)).logits[0, sequence.shape[1]:]
+        got = _checks()._call(fn, model, cache, new, sequence.shape[1] + n_keep)
+        sequence = torch.cat([sequence, new[:, :n_keep]], 1)
+        if not isinstance(got, torch.Tensor) or not torch.allclose(got.reshape(expected.shape).float(), expected, atol=1e-3):
+            _fail(f"hidden run of steps: {n_new} new tokens after {sequence.shape[1] - n_keep}: wrong logits")
+        if cache.get_seq_length() != sequence.shape[1]:
+            _fail(f"hidden run of steps: the cache holds {cache.get_seq_length()} tokens, expected {sequence.shape[1]}")
 
 
 # --------------------------------------------------------------------------- 06, 07, 08
@@ -223,8 +265,10 @@ HIDDEN = {
     "02_parallel_verification": {"c04": ("verify", verify, 1)},
     "03_acceptance_rule": {"c04": ("textbook_accept", textbook_accept, 1)},
     "04_correction_and_the_full_loop": {"c04": ("greedy_correction", greedy_correction, 1),
-                                        "c07": ("sequence_after_step", sequence_after_step, 1)},
-    "05_kv_caching": {"c04": ("rollback", rollback, 1), "c07": ("kv_bytes_per_token", kv_bytes_per_token, 1)},
+                                        "c07": ("sequence_after_step", sequence_after_step, 1),
+                                        "31a94244": ("speculative_greedy", speculative_greedy, 1)},
+    "05_kv_caching": {"c04": ("rollback", rollback, 1), "c07": ("kv_bytes_per_token", kv_bytes_per_token, 1),
+                      "6523957d": ("cache_step", cache_step, 1)},
     "06_performance_analysis": {"s0604": ("kept_fraction", kept_fraction, 1),
                                 "s0607": ("alpha_from_steps", alpha_from_steps, 1)},
     "07_control_and_production": {"s0707": ("token_gaps", token_gaps, 1)},
