@@ -1,4 +1,5 @@
 """`make setup` stays readable: packaging emits no warnings, the data ships, and the last line says what to do next."""
+import os
 import subprocess
 import sys
 import zipfile
@@ -35,7 +36,9 @@ def test_wheel_ships_the_prompt_sets_and_the_draft_without_warnings(tmp_path):
 
 
 def test_setup_is_quiet_and_ends_with_what_to_run_next():
-    out = subprocess.run(["make", "-n", "-B", "setup"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}  # also under `make test`
+    out = subprocess.run(["make", "--no-print-directory", "-n", "-B", "setup"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     pip_lines = [line for line in out.stdout.splitlines() if "pip install" in line]
     assert len(pip_lines) == 4 and all("--quiet" in line for line in pip_lines), out.stdout
