@@ -273,6 +273,26 @@ def check_textbook_accept(fn) -> None:
                hint="accept if p ≥ q, else if r ≤ p/q; stop at the first rejection")
 
 
+def check_by_hand(fn) -> None:
+    """fn() -> (verdicts, n, appended) for the worked case of exercise 03."""
+    p, q, r = [0.9, 0.2, 0.1, 0.8], [0.5, 0.4, 0.5, 0.3], [0.7, 0.45, 0.3, 0.9]
+    verdicts = ["A" if pt >= qt or rt <= pt / qt else "R" for pt, qt, rt in zip(p, q, r)]
+    n = next((t for t, v in enumerate(verdicts) if v == "R"), len(verdicts))
+    got = _call(fn)
+    if not (isinstance(got, tuple) and len(got) == 3):
+        raise CheckFailed("by_hand() should return three things: (verdicts, n, tokens appended)")
+    failures = []
+    got_verdicts = [str(v).strip().upper()[:1] for v in got[0]] if isinstance(got[0], (list, tuple)) else got[0]
+    if got_verdicts != verdicts:
+        wrong = [t + 1 for t, (a, b) in enumerate(zip(verdicts, got_verdicts)) if a != b] if isinstance(got_verdicts, list) else []
+        failures.append(f"verdicts {got[0]!r}: wrong for token(s) {wrong or 'all'} (p ≥ q accepts; else compare r with p/q)")
+    if got[1] != n:
+        failures.append(f"n = {got[1]!r}: count only the consecutive accepted drafts from the start")
+    if got[2] != n + 1:
+        failures.append(f"tokens appended = {got[2]!r}: the kept drafts plus one token from the target")
+    _all_cases("by_hand", failures, 3, "by hand: verdicts A A R A, n = 2, and 3 tokens appended (2 drafts + the correction)")
+
+
 def check_greedy_correction(fn) -> None:
     """fn(p, n) -> the target's argmax at row n."""
     gen = torch.Generator().manual_seed(1)

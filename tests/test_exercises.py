@@ -295,3 +295,13 @@ def test_check_cache_step_catches_a_missing_or_wrong_rollback():
 def test_check_cells_show_the_feedback_not_a_traceback():
     err = checks.CheckFailed("f: 2 of 3 cases wrong:\n  case 1\n  case 2\nhint: look")
     assert err._render_traceback_() == ["✗ f: 2 of 3 cases wrong:", "  case 1", "  case 2", "hint: look"]
+
+
+def test_check_by_hand_names_each_wrong_part():
+    checks.check_by_hand(lambda: (["A", "A", "R", "A"], 2, 3))
+    with pytest.raises(checks.CheckFailed) as err:
+        checks.check_by_hand(lambda: (["A", "A", "A", "A"], 4, 4))
+    assert "2 of 3 cases wrong" not in str(err.value) and "3 of 3 cases wrong" in str(err.value)
+    assert "token(s) [3]" in str(err.value)
+    with pytest.raises(checks.CheckFailed, match="1 of 3 cases wrong"):
+        checks.check_by_hand(lambda: (["A", "A", "R", "A"], 2, 2))

@@ -201,7 +201,7 @@ def test_grade_command_writes_the_csv_and_a_summary(tmp_path, capsys, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert main(["grade", "subs", "--exercise", "03"]) == 0
     out = capsys.readouterr().out
-    assert "zoe" in out and "0/2" in out and "wrote grades.csv" in out
+    assert "zoe" in out and "0/3" in out and "wrote grades.csv" in out
     rows = list(csv.DictReader(open(tmp_path / "grades.csv", newline="")))
     assert [r["task"] for r in rows] == ["(notebook)", "Task 1 · Count the accepted drafts",
                                          "Task 1 · Count the accepted drafts (hidden check)", "Task 2 · By hand"]
