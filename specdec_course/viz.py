@@ -10,9 +10,12 @@ import html
 COLOURS = {"accepted": "#c8f7c5", "rejected": "#f7c5c5", "unused": "#e6e6e6", "correction": "#c5d8f7", "bonus": "#e2c5f7"}
 
 
+def _decoded(tokenizer, token: int) -> str:
+    return tokenizer.decode([token]) if tokenizer is not None else str(token)
+
+
 def _piece(tokenizer, token: int) -> str:
-    text = tokenizer.decode([token]) if tokenizer is not None else str(token)
-    return html.escape(text.replace("\n", "⏎")) or "&nbsp;"
+    return html.escape(_decoded(tokenizer, token).replace("\n", "⏎")) or "&nbsp;"
 
 
 def _chip(label: str, kind: str, under: str = "") -> str:
@@ -114,8 +117,7 @@ def plot_speedup(report: dict, ax=None, title: str | None = None):
 # ---- figures for notebooks 01, 02 and 04: boxes of real tokens, drawn with matplotlib
 
 def _label(tokenizer, token: int) -> str:
-    text = tokenizer.decode([token]) if tokenizer is not None else str(token)
-    text = text.replace("\n", "\\n").replace("$", r"\$")
+    text = _decoded(tokenizer, token).replace("\n", "\\n").replace("$", r"\$")
     return text if text.strip() else repr(text)
 
 
