@@ -656,7 +656,7 @@ def fault_traces(folder) -> dict:
     """{fault name or "healthy": trace path} for each fault of ``faults.FAULTS``, on tiny models (a few seconds)."""
     from pathlib import Path
 
-    from . import faults
+    from . import clock, faults
     from .speculative import speculative_generate
 
     folder = Path(folder)
@@ -667,7 +667,8 @@ def fault_traces(folder) -> dict:
     draft = noisy_copy(target, 0.1, seed=1)  # usually, not always, right
     prompt = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(0))
     paths = {}
-    with faults.added_cost(target, ms_per_pass=4):  # a tiny target that costs like a real one
+    # timed on a simulated clock where the tiny pair costs what the real pair costs: the same traces on every machine
+    with clock.simulated_costs(target, draft):
         for fault in ("healthy",) + faults.FAULTS:
             path = paths[fault] = folder / f"{fault}.jsonl"
             if fault == "healthy":

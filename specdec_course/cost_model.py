@@ -20,11 +20,12 @@ of greedy speculative decoding from the positions where the draft agrees with th
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
+
+from . import clock
 
 
 def check_alpha(alpha) -> float:
@@ -223,11 +224,11 @@ def draft_costs(target, draft, *, prefix_length: int = 96, taus=(1, 5), repeats:
             target(prefix[:, -1:], past_key_values=target_cache, use_cache=True)
             rollback(target_cache, prefix_length - 1)
             sync(device)
-            start = time.perf_counter()
+            start = clock.now()
             draft_tokens(draft, prefix, tau, past_key_values=draft_cache)
             sync(device)
             if repeat:
-                times[tau].append(1000 * (time.perf_counter() - start))
+                times[tau].append(1000 * (clock.now() - start))
             rollback(draft_cache, prefix_length - 1)
     (t1, m1), (t2, m2) = [(tau, statistics.median(v)) for tau, v in times.items()]
     d = max((m2 - m1) / (t2 - t1), 0.0)

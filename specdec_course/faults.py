@@ -19,13 +19,13 @@ Everything is undone when the ``with`` block ends.
 """
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 
 import torch
 
 from . import speculative
 from .cache import cache_length
+from .clock import added_cost
 from .draft import distribution
 
 FAULTS = ("no_chat_template", "slow_draft", "token_by_token_verification", "slow_kernels", "stale_cache")
@@ -42,28 +42,6 @@ def one_token_ms(model, repeats: int = 5) -> float:
     from .generation import forward_time
 
     return 1000 * forward_time(model, 32, 1, repeats=repeats)
-
-
-def _tokens_in(args, kwargs) -> int:
-    ids = args[0] if args else kwargs.get("input_ids")
-    return int(ids.shape[-1]) if ids is not None else 1
-
-
-@contextmanager
-def added_cost(model, ms_per_pass: float = 0.0, ms_per_extra_token: float = 0.0):
-    """Make every forward pass of ``model`` slower by ``ms_per_pass`` + ``ms_per_extra_token`` × (tokens − 1)."""
-    def hook(module, args, kwargs):
-        delay = ms_per_pass + ms_per_extra_token * (_tokens_in(args, kwargs) - 1)
-        if delay > 0:
-            end = time.perf_counter() + delay / 1000
-            while time.perf_counter() < end:  # busy-wait: as precise as a kernel, unlike sleep
-                pass
-
-    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield model
-    finally:
-        handle.remove()
 
 
 @torch.no_grad()

@@ -5,10 +5,11 @@ softmax(logits / temperature).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import torch
+
+from . import clock
 
 
 @dataclass
@@ -148,14 +149,14 @@ def autoregressive_generate(model, input_ids, max_new_tokens: int, *, temperatur
     cache = DynamicCache(config=model.config) if use_cache else None
     next_input = ids
     for _ in range(max_new_tokens):
-        start = time.perf_counter()
+        start = clock.now()
         if use_cache:
             logits = model(next_input, past_key_values=cache, use_cache=True).logits[0, -1]
         else:
             logits = model(next_input, use_cache=False).logits[0, -1]
         token = pick_token(logits, temperature, generator)
         sync(ids.device)
-        times.append(time.perf_counter() - start)
+        times.append(clock.now() - start)
         tokens.append(token)
         if eos_token_id is not None and token == eos_token_id:
             break
@@ -198,9 +199,9 @@ def forward_time(model, prefix_length: int, k: int, *, repeats: int = 5, seed: i
     times = []
     for _ in range(repeats):
         sync(model.device)
-        start = time.perf_counter()
+        start = clock.now()
         model(new, past_key_values=cache, use_cache=True)
         sync(model.device)
-        times.append(time.perf_counter() - start)
+        times.append(clock.now() - start)
         cache.crop(-k)  # forget the k tokens again: every repeat sees the same prefix
     return sorted(times)[len(times) // 2]

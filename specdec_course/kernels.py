@@ -27,6 +27,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from . import clock
+
 KERNEL_PATHS = ("stock", "column-major-head", "onednn", "mixed")
 KERNEL_CHOICES = ("auto",) + KERNEL_PATHS
 CHOICES_FILE = "kernel_choices.json"
@@ -217,11 +219,11 @@ def pass_times(model, paths, ks=TARGET_KS, *, prefix_length: int = 64, repeats: 
                 use_kernels(model, path, min_rows=min_rows if path == "mixed" else None)
                 for k in ks:
                     sync(device)
-                    start = time.perf_counter()
+                    start = clock.now()
                     model(news[k], past_key_values=cache, use_cache=True)
                     sync(device)
                     if repeat:
-                        samples[path][k].append(time.perf_counter() - start)
+                        samples[path][k].append(clock.now() - start)
                     cache.crop(-k)
     finally:
         use_kernels(model, start_path, min_rows=start_rows)

@@ -293,6 +293,8 @@ def tiny_llama(seed: int = 0, *, vocab_size: int = 64, hidden_size: int = 32, nu
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from .clock import slow_down_as_asked
+
     config = LlamaConfig(
         vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=hidden_size * 2,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
@@ -304,7 +306,7 @@ def tiny_llama(seed: int = 0, *, vocab_size: int = 64, hidden_size: int = 32, nu
         if peaked:
             with torch.no_grad():
                 model.lm_head.weight.mul_(peaked)
-    return model.eval()
+    return slow_down_as_asked(model.eval())  # SPECDEC_TEST_SLOWDOWN: run as a slower machine would (clock.py)
 
 
 # --------------------------------------------------------------------------- the draft

@@ -10,11 +10,11 @@ With KV caches, both caches are then rolled back to the tokens that were actuall
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import torch
 
+from . import clock
 from .accept import accept, check_rule
 from .cache import CACHE_KINDS, cache_length, check_cache_matches, default_cache_kind, new_cache, rollback
 from .correction import correction_token
@@ -166,21 +166,21 @@ def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau=4
     draft_cache = new_cache(draft, cache_kind, capacity) if use_cache else None
     calls = count_calls(target) if trace is not None else None
     sequence, draft_sequence, tokens, steps = ids, draft_ids, [], []
-    start = time.perf_counter()
+    start = clock.now()
     try:
         while len(tokens) < max_new_tokens:
             step_tau = min(policy.next_tau(), max_new_tokens - len(tokens) - 1)  # room for n drafts + 1 target token
             target_calls_before = calls.count if calls else None
             target_seen = cache_length(target_cache)
 
-            t0 = time.perf_counter()
+            t0 = clock.now()
             proposal = draft_tokens(draft, draft_sequence, step_tau, temperature=draft_temperature, generator=generator,
                                     past_key_values=draft_cache)
             sync(ids.device)
-            t1 = time.perf_counter()
+            t1 = clock.now()
             p = verify(target, sequence, proposal.tokens, past_key_values=target_cache, temperature=temperature)
             sync(ids.device)
-            t2 = time.perf_counter()
+            t2 = clock.now()
 
             verdict = accept(p, proposal.q, proposal.tokens, rule=rule, generator=generator)
             n = verdict.n
@@ -217,7 +217,7 @@ def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau=4
         if calls:
             calls.remove()
     result = SpecResult(tokens=tokens, text=decode(tokenizer, tokens), steps=steps,
-                        total_time=time.perf_counter() - start, prompt_length=ids.shape[1])
+                        total_time=clock.now() - start, prompt_length=ids.shape[1])
     if trace is not None:
         write_trace(trace, result, target=target, draft=draft, rule=rule, policy=policy, cache_kind=cache_kind if use_cache else None,
                     draft_prompt_length=draft_ids.shape[1], max_new_tokens=max_new_tokens)

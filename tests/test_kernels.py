@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import specdec_course as sc
-from specdec_course import kernels
+from specdec_course import clock, kernels
 from specdec_course.distill import load_prompts
 
 from conftest import first_mismatch_margin
@@ -144,6 +144,31 @@ def test_choose_kernels_measures_once_then_remembers(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="measured again"):
         sc.choose_kernels(fresh, "measure", ks=(1, 3))
     assert sc.choose_kernels(fresh, "stock") == "stock" and sc.kernel_path(fresh) == "stock"
+
+
+@pytest.mark.parametrize("onednn, expected", [
+    (lambda k: 12 + 0.5 * (k - 1), ("mixed", 4)),    # dearer for 1 row, cheaper from 4 rows on: switch there
+    (lambda k: 9 + 0.5 * (k - 1), ("onednn", None)),  # cheaper at every k
+    (lambda k: 30 + 3 * (k - 1), ("stock", None)),    # dearer at every k
+])
+def test_choose_kernels_takes_the_path_that_costs_least(tmp_path, monkeypatch, onednn, expected):
+    # the costs of each path are set on the simulated clock: the choice is the same on every machine
+    monkeypatch.setenv("SPECDEC_CACHE_DIR", str(tmp_path))
+    cost = {"stock": lambda k: 10 + 2 * (k - 1), "column-major-head": lambda k: 10.5 + 2 * (k - 1), "onednn": onednn}
+
+    def charge(module, args, kwargs):
+        k, path = args[0].shape[-1] if args else kwargs["input_ids"].shape[-1], sc.kernel_path(module)
+        if path == "mixed":
+            path = "onednn" if k >= module.onednn_min_rows else "stock"
+        clock.spend(cost[path](k))
+
+    model = sc.tiny_llama(2, vocab_size=256, hidden_size=64)
+    model.register_forward_pre_hook(charge, with_kwargs=True)
+    with clock.simulated():
+        chosen = sc.choose_kernels(model, "measure", ks=(1, 2, 4, 8))
+    assert (chosen, getattr(model, "onednn_min_rows", None)) == expected
+    record = next(iter(json.loads((tmp_path / kernels.CHOICES_FILE).read_text()).values()))
+    assert record["ms"]["stock"] == {"1": 10.0, "2": 12.0, "4": 16.0, "8": 24.0}
 
 
 def test_bad_kernel_requests_say_what_is_allowed():

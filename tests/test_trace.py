@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import specdec_course as sc
-from specdec_course import faults
+from specdec_course import clock, faults
 from specdec_course.trace import FINDINGS, analyse_trace, read_trace
 
 from helpers import tiny_pair
@@ -20,8 +20,8 @@ def pair():
 
 def traced(tmp_path, target, draft, ids, name, fault=None, **kwargs):
     path = tmp_path / f"{name}.jsonl"
-    # a tiny target costs like a real one (a few ms a pass), so the draft is as cheap next to it as a real draft
-    with faults.added_cost(target, ms_per_pass=4):
+    # on a simulated clock the tiny pair costs what the real pair costs, whatever this machine's speed
+    with clock.simulated_costs(target, draft):
         if fault is None:
             result = sc.speculative_generate(target, draft, ids, 40, tau=3, trace=path, **kwargs)
         else:
