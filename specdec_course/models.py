@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -161,13 +162,34 @@ def default_target_cache() -> Path:
 def default_target_dir(*, rebuild: bool = False) -> Path:
     """The converted default target, converting (again) when missing, incomplete or corrupt."""
     folder = default_target_cache()
-    problem = "rebuild requested" if rebuild else (cache_problem(folder) if folder.exists() else "not converted yet")
-    if problem is not None:
-        if folder.exists():
-            print(f"specdec_course: cached model in {folder} is unusable ({problem}); rebuilding it")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        _convert_gguf(default_gguf_path(), folder)
+    if not rebuild and folder.exists() and cache_problem(folder) is None:
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # one conversion at a time: two notebooks (or two test workers) started together must not replace each other's folder
+    with _locked(folder.with_name(folder.name + ".lock")):
+        problem = "rebuild requested" if rebuild else (cache_problem(folder) if folder.exists() else "not converted yet")
+        if problem is not None:  # (another process may have converted it while this one waited)
+            if folder.exists():
+                print(f"specdec_course: cached model in {folder} is unusable ({problem}); rebuilding it")
+            _convert_gguf(default_gguf_path(), folder)
     return folder
+
+
+@contextmanager
+def _locked(path: Path):
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the ``with`` block; where file locks are
+    not available (not a POSIX system), go on without one."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------- loading

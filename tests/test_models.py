@@ -90,6 +90,42 @@ def test_a_corrupt_cache_is_rebuilt_not_used(tmp_path, monkeypatch, capsys):
     assert "unusable" in capsys.readouterr().out
 
 
+def test_two_processes_starting_together_convert_once(tmp_path, monkeypatch):
+    # two notebooks (or two test workers) opened at once on a fresh machine: one converts, the other waits and reuses
+    import threading
+    import time
+
+    monkeypatch.setenv("SPECDEC_CACHE_DIR", str(tmp_path))
+    conversions, inside = [], []
+
+    def slow_convert(gguf_path, destination):
+        inside.append(1)
+        assert len(inside) == 1, "two conversions ran at the same time"
+        conversions.append(destination)
+        time.sleep(0.5)
+        tmp = destination.with_name(destination.name + f".tmp-{len(conversions)}")
+        _fake_cache(tmp)
+        os.replace(tmp, destination)
+        inside.pop()
+
+    monkeypatch.setattr(models, "_convert_gguf", slow_convert)
+    folders, errors = [], []
+
+    def load():
+        try:
+            folders.append(models.default_target_dir())
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(conversions) == 1 and folders[0] == folders[1]
+    assert models.cache_problem(folders[0]) is None
+
+
 def test_unknown_model_offline_says_how_to_use_the_default(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match=r"offline.*load_target\(\) with no name"):
