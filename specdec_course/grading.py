@@ -254,7 +254,10 @@ def _kernel_env(tmp: Path) -> dict:
     env = dict(os.environ)
     for name, sub in (("HOME", "home"), ("IPYTHONDIR", "home/.ipython"), ("JUPYTER_RUNTIME_DIR", "home/runtime"),
                       ("JUPYTER_DATA_DIR", "home/data"), ("JUPYTER_CONFIG_DIR", "home/config"),
-                      ("MPLCONFIGDIR", "home/mpl"), ("TMPDIR", "tmp"), ("XDG_CACHE_HOME", "home/.cache")):
+                      ("MPLCONFIGDIR", "home/mpl"), ("TMPDIR", "tmp"), ("XDG_CACHE_HOME", "home/.cache"),
+                      # torch records its compiler caches' folders in the environment once it has used them: never
+                      # hand the grader's own (outside the kernel's folders) down to a learner's kernel
+                      ("TORCHINDUCTOR_CACHE_DIR", "home/.cache/torchinductor"), ("TRITON_CACHE_DIR", "home/.cache/triton")):
         (tmp / sub).mkdir(parents=True, exist_ok=True)
         env[name] = str(tmp / sub)
     env.update(SPECDEC_CACHE_DIR=str(cache_dir()), HF_HUB_OFFLINE="1", SPECDEC_QUICK="1", PYTHONDONTWRITEBYTECODE="1",
