@@ -82,6 +82,8 @@ def cmd_bench(args) -> int:
         raise ValueError(f"--taus must all be at least 1, got {taus}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
     bad = [k for k in args.kernels if k not in KERNEL_CHOICES]
     if bad:
         raise ValueError(f"--kernels {' '.join(bad)}: use any of {', '.join(KERNEL_CHOICES)}")
@@ -100,7 +102,7 @@ def cmd_bench(args) -> int:
           f"caches {' '.join(args.kinds)}")
     report = kernel_benchmark(target, draft, tokenizer, kernels=args.kernels, taus=taus, max_new_tokens=max_new,
                               prompts=prompts, kinds=args.kinds, policies=args.policies, assisted=not args.no_assisted,
-                              progress=not args.no_progress)
+                              cost_repeats=args.repeats, progress=not args.no_progress)
     report.update({"machine": machine, "dtype": str(target.dtype).replace("torch.", ""),
                    "command": "python -m specdec_course " + " ".join(sys.argv[1:] if args.argv is None else args.argv)})
     print(format_kernel_report(report))
@@ -184,6 +186,8 @@ def main(argv=None) -> int:
     bench.add_argument("--kinds", nargs="+", default=["dynamic", "static"], help="cache kinds: none dynamic static")
     bench.add_argument("--policies", nargs="*", default=["adaptive", "heuristic"],
                        help="adaptive tau policies to run too: adaptive (cost model) heuristic (grow/shrink); default both")
+    bench.add_argument("--repeats", type=int, default=5,
+                       help="passes timed for each T(k) and the draft's cost, median taken (default 5)")
     bench.add_argument("--no-assisted", action="store_true",
                        help="leave out transformers' generate and assisted generation (assistant_model=draft)")
     bench.add_argument("--plot", default=None, help="also save measured and predicted speedup against tau to this PNG")

@@ -9,8 +9,7 @@ path as the outside reference.
 """
 from __future__ import annotations
 
-import time
-
+from . import clock
 from .generation import autoregressive_generate, mismatch_margin
 from .kernels import DRAFT_KS
 from .models import chat_prompt
@@ -29,9 +28,9 @@ def bench_prompts(quick: bool = False, split: str = "eval") -> list[str]:
 
 
 def _target_only(target, ids, max_new_tokens, eos):
-    start = time.perf_counter()
+    start = clock.now()
     results = [autoregressive_generate(target, x, max_new_tokens, eos_token_id=eos) for x in ids]
-    return results, time.perf_counter() - start
+    return results, clock.now() - start
 
 
 def assisted_generate(target, draft, ids, max_new_tokens, eos, settings: dict):
@@ -51,14 +50,14 @@ def assisted_generate(target, draft, ids, max_new_tokens, eos, settings: dict):
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # assisted generation warns about its own internal arguments
     try:
-        start = time.perf_counter()
+        start = clock.now()
         outputs = []
         with torch.no_grad():
             for x in ids:
                 out = target.generate(x, attention_mask=torch.ones_like(x), assistant_model=draft, do_sample=False,
                                       max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=eos)
                 outputs.append(out[0, x.shape[1]:].tolist())
-        seconds = time.perf_counter() - start
+        seconds = clock.now() - start
     finally:
         transformers_logging.set_verbosity(verbosity)
         calls.remove()
@@ -82,7 +81,7 @@ def _prediction(costs, prediction, tau):
 
 def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens: int = 96, prompts=None,
                   kinds=("none", "dynamic", "static"), policies=(), assisted: bool = False, predict: bool = True,
-                  costs=None, progress: bool = True, bar=None) -> dict:
+                  costs=None, cost_repeats: int = 5, progress: bool = True, bar=None) -> dict:
     """Decode ``prompts`` (default: ``bench_prompts()``) with every configuration, one after another in one run.
 
     Target-only greedy decoding (the course's loop) is timed first and again last; the mean of the two is the
@@ -91,7 +90,7 @@ def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens:
     with ``assisted`` transformers' ``generate(do_sample=False)`` and its assisted generation with the same draft at
     its defaults and with a constant number of assistant tokens equal to each τ.
     With ``predict``: the cost model's speedup beside each measured one, from T(k) and d measured at the start
-    (``costs``, else ``cost_model.measure_costs``), the loop overheads measured on the target-only run, and α from the
+    (``costs``, else ``cost_model.measure_costs``, median of ``cost_repeats`` passes), the loop overheads measured on the target-only run, and α from the
     draft's agreement with the target's greedy output on these prompts; "predicted" assumes independent positions,
     "predicted_replay" replays the agreement exactly (see ``cost_model.replay_greedy``).
     """
@@ -107,7 +106,7 @@ def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens:
     prediction = None
     if predict:
         if costs is None:
-            costs = measure_costs(target, draft)
+            costs = measure_costs(target, draft, repeats=cost_repeats)
         # the target-only run just made gives each prompt's prefill and the loop's time per later token; what it
         # spends beyond T(1) is the loop's own work (o₁), and a speculative step is assumed to spend the same (o)
         steady = [t for b in baseline for t in b.token_times[1:]]
@@ -129,10 +128,10 @@ def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens:
             print(f"{row['config']:34s}{tau}: {row['tokens_per_s']:.1f} tokens/s", flush=True)
 
     def speculative_row(config, tau, kind, label_tau):
-        start = time.perf_counter()
+        start = clock.now()
         results = [speculative_generate(target, draft, x, max_new_tokens, tau=tau, eos_token_id=eos,
                                         use_cache=kind != "none", cache_kind=None if kind == "none" else kind) for x in ids]
-        elapsed = time.perf_counter() - start
+        elapsed = clock.now() - start
         tokens = sum(len(r.tokens) for r in results)
         steps = [s for r in results for s in r.steps]
         row = {"config": config, "tau": label_tau, "tokens_per_s": tokens / elapsed,
@@ -230,14 +229,14 @@ def transformers_generate(model, ids, max_new_tokens, eos):
     """transformers' own greedy ``generate`` on each prompt: (token lists, seconds)."""
     import torch
 
-    start = time.perf_counter()
+    start = clock.now()
     outputs = []
     with torch.no_grad():
         for x in ids:
             out = model.generate(x.to(model.device), attention_mask=torch.ones_like(x).to(model.device),
                                  max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=eos)
             outputs.append(out[0, x.shape[1]:].tolist())
-    return outputs, time.perf_counter() - start
+    return outputs, clock.now() - start
 
 
 def first_mismatch(model, ids, expected: list[list[int]], got: list[list[int]]):
@@ -269,7 +268,8 @@ def kernel_benchmark(target, draft, tokenizer, *, kernels=("stock", "auto"), tau
                      cost_ks=range(1, 17), cost_repeats: int = 5, progress: bool = True) -> dict:
     """For each kernel configuration, on the same two model objects: the cost curve, target-only and speculative speed.
 
-    1. T(k) of one cached target pass over k = 1 … 16 tokens on every available path, interleaved (median of repeats).
+    1. T(k) of one cached target pass over k = 1 … 16 tokens on every available path, interleaved (median of
+       ``cost_repeats``).
     2. transformers' ``generate(do_sample=False)`` with the target on the stock path (the outside reference).
     3. For each (target path, draft path): ``run_benchmark`` (target-only first and last, every τ and cache kind, the
        τ policies, transformers' generate and assisted generation on the same kernels, the cost model's predictions).
@@ -300,7 +300,8 @@ def kernel_benchmark(target, draft, tokenizer, *, kernels=("stock", "auto"), tau
         use_kernels(target, target_path, min_rows=remembered_min_rows(target) if target_path == "mixed" else None)
         use_kernels(draft, draft_path, min_rows=remembered_min_rows(draft, DRAFT_KS) if draft_path == "mixed" else None)
         report = run_benchmark(target, draft, tokenizer, taus=taus, max_new_tokens=max_new_tokens, prompts=prompts,
-                               kinds=kinds, policies=policies, assisted=assisted, progress=False, bar=bar)
+                               kinds=kinds, policies=policies, assisted=assisted, cost_repeats=cost_repeats,
+                               progress=False, bar=bar)
         ours = [autoregressive_generate(target, x, max_new_tokens, eos_token_id=eos).tokens for x in ids]
         report.update({"target_kernels": target_path, "draft_kernels": draft_path,
                        "cost_ms": {k: 1000 * s for k, s in cost.get(target_path, {}).items()},
