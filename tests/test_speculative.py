@@ -222,6 +222,11 @@ def _bigram_pair(vocab=5):
     return target, draft
 
 
+# 8,000 runs: the correct rule stays below the 0.001 critical value, and both broken rules land above it by a factor
+# of about 15 (their chi-square grows in proportion to the runs)
+SAMPLES = 8_000
+
+
 def _sample_sequences(target, draft, n, temperature, length=3, tau=2):
     return Counter(tuple(sc.speculative_generate(target, draft, [0], length, tau=tau, rule="sampling",
                                                  temperature=temperature, seed=s, use_cache=False).tokens)
@@ -231,7 +236,7 @@ def _sample_sequences(target, draft, n, temperature, length=3, tau=2):
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 def test_sampling_rule_follows_the_targets_distribution(temperature):
     target, draft = _bigram_pair()
-    n = 20_000
+    n = SAMPLES
     counts = _sample_sequences(target, draft, n, temperature)
     stat, critical = _chi_square(counts, target.sequence_probs(0, 3, temperature), n)
     assert stat < critical, f"chi-square {stat:.1f} above the 0.001 critical value {critical:.1f}"
@@ -249,7 +254,7 @@ def test_the_distribution_test_catches_a_broken_sampling_rule(broken, monkeypatc
     monkeypatch.setattr(speculative, "correction_token", {"correct_from_p": correct_from_p,
                                                           "correct_from_draft": correct_from_draft}[broken])
     target, draft = _bigram_pair()
-    n = 20_000
+    n = SAMPLES
     counts = _sample_sequences(target, draft, n, 1.0)
     stat, critical = _chi_square(counts, target.sequence_probs(0, 3, 1.0), n)
     assert stat > critical, f"the broken rule {broken} went unnoticed: chi-square {stat:.1f} <= {critical:.1f}"
