@@ -128,15 +128,17 @@ def broken_run(fault: str, target, draft, tokenizer, prompt: str, max_new_tokens
                                                 eos_token_id=tokenizer.eos_token_id, **kwargs)
 
 
-def lossless_check(target, input_ids, result, *, eos_token_id=None) -> dict:
+def lossless_check(target, input_ids, result, *, eos_token_id=None, reference=None) -> dict:
     """Compare a speculative ``result`` with the target's own greedy decoding of ``input_ids``:
     {"identical", "position" of the first difference, "top2_margin" of the target's logits there}. A tiny margin
-    (below about 1e-4) is a near-tie that rounding can flip; a large one is a bug."""
+    (below about 1e-4) is a near-tie that rounding can flip; a large one is a bug. ``reference``: the target's greedy
+    tokens for ``input_ids`` when already computed (at least as many as the result has), so they are not decoded again."""
     from .generation import as_input_ids, autoregressive_generate, mismatch_margin
 
     ids = as_input_ids(input_ids, target)
-    reference = autoregressive_generate(target, ids, max(len(result.tokens), 1), eos_token_id=eos_token_id).tokens
-    expected = reference[: len(result.tokens)]
+    if reference is None or len(reference) < len(result.tokens):
+        reference = autoregressive_generate(target, ids, max(len(result.tokens), 1), eos_token_id=eos_token_id).tokens
+    expected = list(reference[: len(result.tokens)])
     position, margin = mismatch_margin(target, ids, expected, result.tokens)
     return {"identical": position is None and len(expected) == len(result.tokens), "position": position,
             "top2_margin": margin}

@@ -63,6 +63,7 @@ def test_each_injected_fault_is_named_and_only_stale_cache_changes_output(tmp_pa
     assert diagnosis.names and diagnosis.names[0] == names[fault], str(diagnosis)
     assert set(diagnosis.names) <= set(FINDINGS)
     check = faults.lossless_check(target, ids, result)
+    assert faults.lossless_check(target, ids, result, reference=reference) == check  # a reference given: the same
     if fault == "stale_cache":
         assert not check["identical"] and check["top2_margin"] > 1e-3  # a real difference, not a near-tie
     else:
