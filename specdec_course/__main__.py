@@ -97,6 +97,8 @@ def cmd_bench(args) -> int:
     prompts = _read_prompts(args.prompts) if args.prompts else bench_prompts(quick=args.quick, split=args.split)
     target, draft, tokenizer = load_pair(device=args.device, dtype=args.dtype)
     machine = describe_machine(target.device)
+    if args.drafters:
+        return _bench_drafters(args, target, draft, tokenizer, prompts, max_new, machine)
     print(f"machine: {machine}")
     print(f"{len(prompts)} prompts x {max_new} new tokens, {target.dtype}, kernels {' '.join(args.kernels)}, tau in {taus}, "
           f"caches {' '.join(args.kinds)}")
@@ -119,6 +121,37 @@ def cmd_bench(args) -> int:
         fig, axes = plt.subplots(1, len(report["blocks"]), figsize=(6.5 * len(report["blocks"]), 3.8), squeeze=False)
         for ax, block in zip(axes[0], report["blocks"]):
             plot_speedup(block, ax, title=f"target {block['target_kernels']}, draft {block['draft_kernels']}")
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _bench_drafters(args, target, draft, tokenizer, prompts, max_new, machine) -> int:
+    from .benchmark import default_drafters, drafter_benchmark, format_drafter_table
+
+    taus = args.taus or [2, 4, 6]
+    drafters = default_drafters(target, draft)
+    print(f"machine: {machine}")
+    print(f"{len(prompts)} prompts x {max_new} new tokens, drafters: {', '.join(drafters)}; tau in {taus}")
+    report = drafter_benchmark(target, tokenizer, drafters, taus=taus, max_new_tokens=max_new, prompts=prompts,
+                               draft=None if args.no_assisted else draft, cost_repeats=args.repeats,
+                               progress=not args.no_progress)
+    report.update({"machine": machine, "split": None if args.prompts else args.split,
+                   "command": "python -m specdec_course " + " ".join(sys.argv[1:] if args.argv is None else args.argv)})
+    print(format_drafter_table(report))
+    if args.json:
+        _write_json(args.json, report)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from .viz import plot_drafters
+
+        fig, ax = plt.subplots(figsize=(7.5, 4.0))
+        plot_drafters(report, ax, title=f"{report['split'] or 'given'} prompts, {max_new} tokens each")
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)
         print(f"wrote {args.plot}")
@@ -177,7 +210,7 @@ def main(argv=None) -> int:
     bench.add_argument("--quick", action="store_true",
                        help="the first 4 prompts of the split, 48 new tokens each (default: the first 8, 96 tokens)")
     bench.add_argument("--prompts", default=None, help="a JSON file with a list of prompts (default: the --split)")
-    bench.add_argument("--split", default="eval", choices=["eval", "heldout", "train"],
+    bench.add_argument("--split", default="eval", choices=["eval", "heldout", "train", "rewrite"],
                        help="which split of the course's prompt set (default eval: never trained on, written independently)")
     bench.add_argument("--taus", type=int, nargs="*", default=None)
     bench.add_argument("--max-new-tokens", type=int, default=None)
@@ -193,6 +226,10 @@ def main(argv=None) -> int:
     bench.add_argument("--plot", default=None, help="also save measured and predicted speedup against tau to this PNG")
     bench.add_argument("--dtype", default=None, help="float32 (default) or bfloat16 (where the hardware has it)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument("--drafters", action="store_true",
+                       help="compare drafters instead of kernel paths: the draft model, the target's quantized copy, "
+                            "two-level drafting and prompt lookup at each tau (default 2 4 6), beside transformers' "
+                            "prompt lookup and assisted generation, prompt by prompt in turns")
     bench.add_argument("--json", default=None, help="also write the report to this JSON file")
     bench.add_argument("--device", default=None)
     bench.set_defaults(run=cmd_bench)

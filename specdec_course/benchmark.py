@@ -343,3 +343,138 @@ def format_kernel_report(report: dict) -> str:
             worst = max(by_k[k] / by_k[ks[0]] for k in ks if 2 <= int(k) <= 8)
             lines.append(f"largest T(k)/T(1) for k = 2..8 on these kernels: {worst:.2f}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- drafters side by side
+def default_drafters(target, draft) -> dict:
+    """The course's drafters for ``target``, by name: the draft model, the target's quantized copy (its form chosen by
+    measurement), the two-level drafter over both, and prompt lookup."""
+    from .drafters import ModelDrafter, PromptLookup, TwoLevelDrafter, quantized_copy
+
+    quantized = quantized_copy(target, "auto")
+    return {"draft model": ModelDrafter(draft), f"quantized self-draft ({quantized.quantization_scheme})": ModelDrafter(quantized),
+            "two-level (quantized ← draft model)": TwoLevelDrafter(quantized, draft, inner_tau=3),
+            "prompt lookup": PromptLookup.for_model(target)}
+
+
+def transformers_prompt_lookup(target, ids, max_new_tokens, eos, tau):
+    """transformers' own prompt lookup decoding (``generate(prompt_lookup_num_tokens=τ)``, greedy): (tokens, s, passes)."""
+    import torch
+
+    from .trace import count_calls
+
+    calls = count_calls(target)
+    try:
+        start = clock.now()
+        outputs = []
+        with torch.no_grad():
+            for x in ids:
+                out = target.generate(x, attention_mask=torch.ones_like(x), prompt_lookup_num_tokens=tau, do_sample=False,
+                                      max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=eos)
+                outputs.append(out[0, x.shape[1]:].tolist())
+        seconds = clock.now() - start
+    finally:
+        calls.remove()
+    return outputs, seconds, calls.count
+
+
+def drafter_benchmark(target, tokenizer, drafters: dict, *, taus=(2, 4, 6), max_new_tokens: int = 64, prompts=None,
+                      draft=None, cost_repeats: int = 5, progress: bool = True) -> dict:
+    """Every drafter at every τ, target-only greedy decoding, and (with ``draft``) transformers' prompt lookup and
+    assisted generation on the same model objects, prompt by prompt in turns, so a machine whose speed drifts
+    affects every row alike. Each row: tokens/s, ratio to target-only, α, tokens per target pass, c (the drafter's
+    time per drafted token over the target-only time per token), the cost model's predicted speedup (from T(k) and
+    the drafter's cost measured beforehand, α from the row's run) and whether the output was identical."""
+    from .cost_model import Costs, draft_costs, expected_tokens_per_step
+    from .kernels import current_pass_times
+
+    prompts = list(prompts or bench_prompts())
+    ids = [chat_prompt(tokenizer, p) for p in prompts]
+    eos = tokenizer.eos_token_id
+    target_ms = {k: 1000 * s for k, s in current_pass_times(target, range(1, max(taus) + 2), repeats=cost_repeats).items()}
+    calibration = autoregressive_generate(target, ids[0], 48, eos_token_id=eos).tokens  # real text to time drafters on
+    import torch
+
+    real_text = torch.cat([ids[0], torch.tensor([calibration])], dim=1)
+    drafter_ms = {name: draft_costs(target, d, prefix=real_text, repeats=cost_repeats) for name, d in drafters.items()}
+    configs = [(name, tau) for name in drafters for tau in taus]
+    outside = []
+    if draft is not None:
+        outside = [("transformers prompt lookup", tau) for tau in taus] + [("transformers assisted", tau) for tau in taus]
+    totals = {key: {"seconds": 0.0, "tokens": 0, "passes": 0, "steps": [], "outputs": [], "draft_s": 0.0}
+              for key in [("target only", None)] + configs + outside}
+    for index, x in enumerate(ids):
+        start = clock.now()
+        reference = autoregressive_generate(target, x, max_new_tokens, eos_token_id=eos)
+        row = totals[("target only", None)]
+        row["seconds"] += clock.now() - start
+        row["tokens"] += len(reference.tokens)
+        row["passes"] += len(reference.tokens)
+        row["outputs"].append(True)
+        for name, tau in configs:
+            start = clock.now()
+            result = speculative_generate(target, drafters[name], x, max_new_tokens, tau=tau, eos_token_id=eos)
+            row = totals[(name, tau)]
+            row["seconds"] += clock.now() - start
+            row["tokens"] += len(result.tokens)
+            row["passes"] += result.target_passes
+            row["steps"] += result.steps
+            row["draft_s"] += result.draft_time
+            row["outputs"].append(result.tokens == reference.tokens)
+        for name, tau in outside:
+            if name == "transformers prompt lookup":
+                outputs, seconds, passes = transformers_prompt_lookup(target, [x], max_new_tokens, eos, tau)
+            else:
+                outputs, seconds, passes = assisted_generate(target, draft, [x], max_new_tokens, eos, {
+                    "num_assistant_tokens": tau, "num_assistant_tokens_schedule": "constant",
+                    "assistant_confidence_threshold": 0.0})
+            row = totals[(name, tau)]
+            row["seconds"] += seconds
+            row["tokens"] += len(outputs[0])
+            row["passes"] += passes
+            row["outputs"].append(outputs[0] == reference.tokens)
+        if progress:
+            print(f"prompt {index + 1}/{len(ids)} done", flush=True)
+
+    base = totals[("target only", None)]
+    base_tps = base["tokens"] / base["seconds"]
+    per_token_ms = 1000 * base["seconds"] / base["tokens"]
+    rows = [{"config": "target only (course loop)", "drafter": None, "tau": None, "tokens_per_s": base_tps, "ratio": 1.0,
+             "tokens_per_pass": 1.0, "identical": True}]
+    for (name, tau), row in totals.items():
+        if name == "target only":
+            continue
+        tokens_per_s = row["tokens"] / row["seconds"]
+        entry = {"config": name, "drafter": name, "tau": tau, "tokens_per_s": tokens_per_s, "ratio": tokens_per_s / base_tps,
+                 "tokens_per_pass": row["tokens"] / max(row["passes"], 1), "identical": all(row["outputs"])}
+        if row["steps"]:
+            alpha = alpha_from_steps(row["steps"])
+            drafted = sum(s.tau for s in row["steps"])
+            d0, d = drafter_ms[name]
+            costs = Costs(target_ms, d, draft_step_ms=d0, target_overhead_ms=max(per_token_ms - target_ms[1], 0.0),
+                          overhead_ms=max(per_token_ms - target_ms[1], 0.0))
+            entry.update({"alpha": alpha, "kept_fraction": kept_fraction_of_steps(row["steps"]),
+                          "c": (1000 * row["draft_s"] / max(drafted, 1)) / per_token_ms,
+                          "predicted": costs.speedup(expected_tokens_per_step(min(alpha, 0.9999), tau), tau)})
+        rows.append(entry)
+    return {"prompts": prompts, "max_new_tokens": max_new_tokens, "tokens": base["tokens"], "rows": rows,
+            "target_ms": target_ms, "drafter_costs_ms": {k: {"d0": v[0], "d": v[1]} for k, v in drafter_ms.items()}}
+
+
+def format_drafter_table(report: dict) -> str:
+    head = (f"{'drafter':40s} {'tau':>3s} {'tokens/s':>8s} {'ratio':>6s} {'alpha':>5s} {'tok/pass':>8s} {'c':>5s} "
+            f"{'predicted':>9s} {'identical':>9s}")
+    lines = [head]
+    for r in report["rows"]:
+        tau = "" if r["tau"] is None else str(r["tau"])
+        lines.append(f"{r['config']:40s} {tau:>3s} {r['tokens_per_s']:8.1f} {r['ratio']:5.2f}x {_number(r, 'alpha', '.3f'):>5s} "
+                     f"{r['tokens_per_pass']:8.2f} {_number(r, 'c', '.2f'):>5s} "
+                     f"{(_number(r, 'predicted', '.2f') + 'x') if 'predicted' in r else '':>9s} "
+                     f"{'yes' if r['identical'] else 'NO':>9s}")
+    best = max(report["rows"][1:], key=lambda r: r["ratio"])
+    lines += ["", "alpha: acceptance probability per position (from the run); c: drafting time per drafted token over the "
+                  "target-only time per token; predicted: the cost model from T(k) and the drafter's cost measured "
+                  "before the runs, with the row's alpha",
+              f"best: {best['config']}, tau={best['tau']}: {best['ratio']:.2f}x target-only greedy; all outputs identical: "
+              f"{all(r['identical'] for r in report['rows'])}"]
+    return "\n".join(lines)

@@ -27,6 +27,12 @@ def new_cache(model, kind: str = "dynamic", max_length: int | None = None):
     """An empty cache of ``kind`` for ``model`` (a static one needs ``max_length``, the most tokens it will hold)."""
     from transformers import DynamicCache, StaticCache
 
+    if hasattr(model, "new_cache"):  # a model with a cache of its own (drafters.compact): preallocated, rolled back alike
+        if kind not in CACHE_KINDS:
+            raise ValueError(f"unknown cache kind {kind!r}: use one of {', '.join(map(repr, CACHE_KINDS))}")
+        if not max_length or max_length < 1:
+            raise ValueError(f"{type(model).__name__} preallocates its cache: give max_length, the most tokens it will hold")
+        return model.new_cache(int(max_length))
     if kind == "dynamic":
         return DynamicCache(config=model.config)
     if kind == "static":
@@ -87,14 +93,12 @@ def allocated_bytes(cache) -> int:
 @torch.no_grad()
 def check_cache_matches(model, cache, sequence: torch.Tensor, atol: float = 1e-4) -> None:
     """Debug check: the cache holds exactly the keys/values of ``sequence[:, :length]`` (nothing rejected left behind)."""
-    from transformers import DynamicCache
-
     length = cache_length(cache)
     if length > sequence.shape[1]:
         raise AssertionError(f"cache holds {length} tokens but only {sequence.shape[1]} exist")
     if length == 0:
         return
-    fresh = DynamicCache(config=model.config)
+    fresh = new_cache(model, "dynamic", length)
     model(sequence[:, :length], past_key_values=fresh, use_cache=True)
     for index in (0, len(cache.layers) - 1):
         ours = cache.layers[index].keys[:, :, :length]

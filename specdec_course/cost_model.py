@@ -204,20 +204,29 @@ def best_tau(costs: Costs, alpha: float, taus=range(1, 17), *, profile: list[flo
 
 
 @torch.no_grad()
-def draft_costs(target, draft, *, prefix_length: int = 96, taus=(1, 5), repeats: int = 5, seed: int = 0) -> tuple[float, float]:
-    """(d₀, d) in ms as the loop pays them: ``draft_tokens`` proposing τ tokens with a cache, each call right after one
-    cached target pass (as in a step, so the draft starts with its weights pushed out of the CPU's caches), for two
-    values of τ; the draft's time per step is fitted as d₀ + τ·d."""
+def draft_costs(target, draft, *, prefix_length: int = 96, taus=(1, 5), repeats: int = 5, seed: int = 0,
+                prefix: torch.Tensor | None = None) -> tuple[float, float]:
+    """(d₀, d) in ms as the loop pays them: the drafter (a draft model or any ``Drafter``) proposing τ tokens with its
+    cache, each call right after one cached target pass (as in a step, so the drafter starts with its weights pushed
+    out of the CPU's caches), for two values of τ; the drafter's time per step is fitted as d₀ + τ·d.
+    ``prefix``: the token ids (1, n) to draft after (default: ``prefix_length`` random ones; a drafter whose cost
+    depends on the text, such as a two-level one, is better timed on real text)."""
     from .cache import rollback
-    from .draft import draft_tokens
+    from .drafters import as_drafter
     from .generation import sync
 
-    gen = torch.Generator().manual_seed(seed)
-    device = next(draft.parameters()).device
-    prefix = torch.randint(0, draft.config.vocab_size, (1, prefix_length), generator=gen).to(device)
-    target_cache, draft_cache = DynamicCache(config=target.config), DynamicCache(config=draft.config)
+    drafter = as_drafter(draft)
+    device = next(target.parameters()).device
+    if prefix is None:
+        gen = torch.Generator().manual_seed(seed)
+        prefix = torch.randint(0, target.config.vocab_size, (1, prefix_length), generator=gen)
+    prefix = prefix.to(device)
+    prefix_length = prefix.shape[1]
+    target_cache = DynamicCache(config=target.config)
     target(prefix[:, :-1], past_key_values=target_cache, use_cache=True)
-    draft(prefix[:, :-1], past_key_values=draft_cache, use_cache=True)
+    drafter.start(prefix, max_length=prefix_length + max(taus) + 1)
+    drafter.propose(prefix[:, :-1], 1)  # reads the prefix but its last token, as the loop's drafter has before a step
+    drafter.rollback(prefix_length - 1)
     times = {tau: [] for tau in taus}
     for repeat in range(repeats + 1):  # the first round is a warm-up
         for tau in taus:
@@ -225,11 +234,11 @@ def draft_costs(target, draft, *, prefix_length: int = 96, taus=(1, 5), repeats:
             rollback(target_cache, prefix_length - 1)
             sync(device)
             start = clock.now()
-            draft_tokens(draft, prefix, tau, past_key_values=draft_cache)
+            drafter.propose(prefix, tau)
             sync(device)
             if repeat:
                 times[tau].append(1000 * (clock.now() - start))
-            rollback(draft_cache, prefix_length - 1)
+            drafter.rollback(prefix_length - 1)
     (t1, m1), (t2, m2) = [(tau, statistics.median(v)) for tau, v in times.items()]
     d = max((m2 - m1) / (t2 - t1), 0.0)
     return max(m1 - t1 * d, 0.0), d
@@ -246,7 +255,16 @@ def measure_costs(target, draft, ks=range(1, 10), *, prefix_length: int = 96, re
     d0, d = draft_costs(target, draft, prefix_length=prefix_length, repeats=repeats)
     return Costs({k: 1000 * s for k, s in target_s.items()}, d, draft_step_ms=d0,
                  source=f"target: pass_times on {target_path}, prefix {prefix_length}, median of {repeats}; "
-                        f"draft: draft_tokens on {kernel_path(draft)} after a target pass")
+                        f"draft: {_drafter_label(draft)} after a target pass")
+
+
+def _drafter_label(draft) -> str:
+    from .drafters import as_drafter
+    from .kernels import kernel_path
+
+    drafter = as_drafter(draft)
+    model = drafter.cost_model
+    return f"{drafter.name} on {kernel_path(model)}" if model is not None else drafter.name
 
 
 def run_speedup(costs: Costs, prompts: list[tuple[float, int, float]], tau: int) -> float:

@@ -36,12 +36,13 @@ DEFAULT_DATA = Path("build") / "distill_data.pt"
 DEFAULT_OUT = Path("build") / "draft"
 DEFAULT_REQUESTS = Path("build") / "requests.json"
 REQUESTS_FILE = PACKAGE / "data" / "self_instruct_requests.json"  # the requests the shipped draft learned from
-SPLITS = ("train", "heldout", "eval")
+SPLITS = ("train", "heldout", "eval", "rewrite")
 
 
 def load_prompts(split: str = "train", path: Path | str = PROMPTS_FILE) -> list[str]:
     """The project's prompt set: split 'train' (the old templated training prompts), 'heldout' (written from the
-    same templates, never trained on) or 'eval' (written independently of any training data, never trained on)."""
+    same templates, never trained on), 'eval' (written independently of any training data, never trained on) or
+    'rewrite' (written independently: answers that reuse text from the prompt, as summaries and rewrites do)."""
     data = json.loads(Path(path).read_text())
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")

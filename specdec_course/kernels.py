@@ -146,6 +146,8 @@ def use_kernels(model, path: str, *, min_rows: int | None = None):
     ``min_rows`` (path "mixed" only): from how many rows (tokens) on oneDNN takes over; default DEFAULT_MIN_ROWS.
     Every path computes the same function: logits agree to float rounding (about 1e-5 relative in fp32).
     """
+    if path == kernel_path(model) and min_rows is None and getattr(model, "onednn_min_rows", None) is None:
+        return model  # already there (this also covers a model with a path of its own, such as a quantized copy)
     if path not in KERNEL_PATHS:
         raise ValueError(f"unknown kernel path {path!r}: use one of {', '.join(map(repr, KERNEL_PATHS))} (or 'auto' when loading)")
     if path == "mixed":
@@ -200,8 +202,7 @@ def pass_times(model, paths, ks=TARGET_KS, *, prefix_length: int = 64, repeats: 
     during the measurement affects them all alike. The model is left on the path it started on.
     ``min_rows`` is the switch-over of the "mixed" path.
     """
-    from transformers import DynamicCache
-
+    from .cache import new_cache
     from .generation import sync
 
     start_path, start_rows = kernel_path(model), getattr(model, "onednn_min_rows", None)
@@ -210,7 +211,7 @@ def pass_times(model, paths, ks=TARGET_KS, *, prefix_length: int = 64, repeats: 
     vocab = model.config.vocab_size
     prefix = torch.randint(0, vocab, (1, prefix_length), generator=gen).to(device)
     news = {k: torch.randint(0, vocab, (1, k), generator=gen).to(device) for k in ks}
-    cache = DynamicCache(config=model.config)
+    cache = new_cache(model, "dynamic", prefix_length + max(ks))
     model(prefix, past_key_values=cache, use_cache=True)
     samples = {path: {k: [] for k in ks} for path in paths}
     try:

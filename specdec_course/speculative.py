@@ -7,6 +7,7 @@ One step, from the current sequence x, y≤i:
   4. correct    y_{i+n+1} from the target's p_{n+1}  (correction, or bonus token when n = τ)
 The sequence grows to  x, y≤i, ŷ_{i+1} … ŷ_{i+n}, y_{i+n+1}:  n + 1 new tokens for one target pass.
 With KV caches, both caches are then rolled back to the tokens that were actually kept.
+The drafter is a draft model or anything else that proposes tokens with their q (``specdec_course.drafters``).
 """
 from __future__ import annotations
 
@@ -18,9 +19,8 @@ from . import clock
 from .accept import accept, check_rule
 from .cache import CACHE_KINDS, cache_length, check_cache_matches, default_cache_kind, new_cache, rollback
 from .correction import correction_token
-from .draft import draft_tokens
+from .drafters import as_drafter
 from .generation import as_input_ids, check_max_new_tokens, check_temperature, decode, make_generator, sync
-from .models import check_pair
 from .verify import verify
 
 
@@ -118,12 +118,30 @@ def check_tau(tau) -> int:
     return tau
 
 
+def check_drafter(target, drafter) -> None:
+    """Raise a clear ValueError unless ``drafter`` proposes tokens the target understands, on the target's device."""
+    from .models import check_pair
+
+    if hasattr(drafter, "model"):
+        check_pair(target, drafter.model)
+        return
+    if drafter.vocab_size != target.config.vocab_size:
+        raise ValueError(f"the drafter proposes token ids from a vocabulary of {drafter.vocab_size}, the target has "
+                         f"{target.config.vocab_size}: speculative decoding needs the target's token ids")
+    target_device = torch.device(target.device)
+    if drafter.device.type != target_device.type:
+        raise ValueError(f"the target is on {target_device} and the drafter on {drafter.device}: put both on the same device")
+
+
 @torch.no_grad()
-def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau=4, rule: str = "greedy",
+def speculative_generate(target, drafter, input_ids, max_new_tokens: int, *, tau=4, rule: str = "greedy",
                          temperature: float = 0.0, seed: int | None = None, use_cache: bool = True,
                          eos_token_id: int | None = None, tokenizer=None, cache_kind: str | None = None,
                          debug: bool = False, trace=None, draft_input_ids=None) -> SpecResult:
     """Generate up to ``max_new_tokens`` tokens with the target, τ draft tokens per target pass.
+
+    ``drafter``: a draft model (a causal LM with the target's vocabulary) or a ``specdec_course.drafters.Drafter``
+    (the target's quantized copy, a two-level drafter, prompt lookup, ...).
 
     rule "greedy" (temperature 0): output identical to the target's greedy decoding.
     rule "sampling" (temperature > 0): output distributed exactly as the target's sampling at that temperature.
@@ -150,9 +168,10 @@ def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau=4
     if rule != "sampling" and temperature > 0:
         raise ValueError(f"rule={rule!r} drafts and corrects greedily and ignores temperature; use rule='sampling' "
                          "to sample, or temperature=0")
-    check_pair(target, draft)
+    drafter = as_drafter(drafter)
+    check_drafter(target, drafter)
     ids = as_input_ids(input_ids, target, max_new_tokens)
-    draft_ids = ids if draft_input_ids is None else as_input_ids(draft_input_ids, draft, max_new_tokens)
+    draft_ids = ids if draft_input_ids is None else as_input_ids(draft_input_ids, target, max_new_tokens)
     tokenizer = tokenizer if tokenizer is not None else getattr(target, "tokenizer", None)
     generator = make_generator(seed) if seed is not None else None
     draft_temperature = temperature if rule == "sampling" else 0.0
@@ -163,7 +182,7 @@ def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau=4
         raise ValueError(f"unknown cache_kind {cache_kind!r}: use one of {', '.join(map(repr, CACHE_KINDS))}")
     capacity = max(ids.shape[1], draft_ids.shape[1]) + max_new_tokens + 1  # a step never reaches past the last new token
     target_cache = new_cache(target, cache_kind, capacity) if use_cache else None
-    draft_cache = new_cache(draft, cache_kind, capacity) if use_cache else None
+    drafter.start(draft_ids, max_length=capacity, use_cache=use_cache, cache_kind=cache_kind)
     calls = count_calls(target) if trace is not None else None
     sequence, draft_sequence, tokens, steps = ids, draft_ids, [], []
     start = clock.now()
@@ -174,8 +193,8 @@ def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau=4
             target_seen = cache_length(target_cache)
 
             t0 = clock.now()
-            proposal = draft_tokens(draft, draft_sequence, step_tau, temperature=draft_temperature, generator=generator,
-                                    past_key_values=draft_cache)
+            proposal = drafter.propose(draft_sequence, step_tau, temperature=draft_temperature, generator=generator)
+            step_tau = len(proposal.tokens)  # a drafter may propose fewer (prompt lookup without a match)
             sync(ids.device)
             t1 = clock.now()
             p = verify(target, sequence, proposal.tokens, past_key_values=target_cache, temperature=temperature)
@@ -193,12 +212,12 @@ def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau=4
             draft_kept = draft_sequence.shape[1] + n
             if use_cache:
                 rollback(target_cache, kept)
-                rollback(draft_cache, min(draft_kept, cache_length(draft_cache)))
+            drafter.rollback(draft_kept)
             steps.append(StepTrace(proposal.tokens, verdict.q, verdict.p, verdict.r, verdict.accepted, n, correction,
                                    emitted, t1 - t0, t2 - t1,
                                    verify_tokens=sequence.shape[1] + step_tau - target_seen, kept=kept,
                                    target_cache=cache_length(target_cache) if use_cache else None,
-                                   draft_cache=cache_length(draft_cache) if use_cache else None,
+                                   draft_cache=drafter.state_length() if use_cache else None,
                                    target_calls=calls.count - target_calls_before if calls else None))
             policy.update(steps[-1])
             tokens += emitted
@@ -210,15 +229,15 @@ def speculative_generate(target, draft, input_ids, max_new_tokens: int, *, tau=4
             if debug and use_cache:
                 # invariants: each cache holds exactly the tokens its model has consumed, all of them kept ones
                 assert cache_length(target_cache) == kept == sequence.shape[1] - 1, "target cache out of step"
-                assert cache_length(draft_cache) <= draft_kept, "draft cache holds a rejected token"
+                assert (drafter.state_length() or 0) <= draft_kept, "the drafter's state holds a rejected token"
                 check_cache_matches(target, target_cache, sequence)
-                check_cache_matches(draft, draft_cache, draft_sequence)
+                drafter.check_state(draft_sequence)
     finally:
         if calls:
             calls.remove()
     result = SpecResult(tokens=tokens, text=decode(tokenizer, tokens), steps=steps,
                         total_time=clock.now() - start, prompt_length=ids.shape[1])
     if trace is not None:
-        write_trace(trace, result, target=target, draft=draft, rule=rule, policy=policy, cache_kind=cache_kind if use_cache else None,
+        write_trace(trace, result, target=target, draft=drafter, rule=rule, policy=policy, cache_kind=cache_kind if use_cache else None,
                     draft_prompt_length=draft_ids.shape[1], max_new_tokens=max_new_tokens)
     return result

@@ -54,22 +54,30 @@ def calibrate(target, draft, k: int, *, repeats: int = 3) -> dict:
     def times(model, ks):
         return {k: 1000 * s for k, s in current_pass_times(model, ks, prefix_length=32, repeats=repeats).items()}
 
+    from .drafters import as_drafter
+
     target_ms = times(target, sorted({1, k}))
-    return {"target_ms": {str(x): v for x, v in target_ms.items()}, "draft_ms": times(draft, [1])[1]}
+    model = as_drafter(draft).cost_model  # a drafter without a model of its own (prompt lookup) costs no passes
+    return {"target_ms": {str(x): v for x, v in target_ms.items()}, "draft_ms": times(model, [1])[1] if model is not None else 0.0}
 
 
 def write_trace(path, result, *, target, draft, rule, policy, cache_kind, draft_prompt_length, max_new_tokens,
                 calibration: bool = True) -> None:
     """Write ``result`` (a ``SpecResult``) to ``path`` as JSON lines."""
+    from .drafters import as_drafter
     from .kernels import kernel_path
 
+    drafter = as_drafter(draft)
+    draft_model = drafter.cost_model
     max_tau = max((s.tau for s in result.steps), default=1)
     header = {"kind": "header", "rule": rule, "policy": repr(policy), "cache_kind": cache_kind,
               "prompt_length": result.prompt_length, "draft_prompt_length": draft_prompt_length,
-              "max_new_tokens": max_new_tokens, "target_kernels": kernel_path(target), "draft_kernels": kernel_path(draft),
+              "max_new_tokens": max_new_tokens, "target_kernels": kernel_path(target),
+              "draft_kernels": kernel_path(draft_model) if draft_model is not None else None,
               "device": str(next(target.parameters()).device) if hasattr(target, "parameters") else "cpu"}
     if calibration and hasattr(target, "get_input_embeddings"):
         header["calibration"] = calibrate(target, draft, max_tau + 1)
+    header["drafter"] = drafter.name
     lines = [header]
     for index, s in enumerate(result.steps):
         lines.append({"kind": "step", "step": index, "tau": s.tau, "accepted": s.n_accepted, "correction": s.correction,

@@ -114,6 +114,28 @@ def plot_speedup(report: dict, ax=None, title: str | None = None):
     return ax
 
 
+def plot_drafters(report: dict, ax=None, title: str | None = None):
+    """Measured (solid) and predicted (dotted) speedup against τ for each drafter of a ``drafter_benchmark`` report,
+    transformers' prompt lookup and assisted generation dashed."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 4.0))
+    rows = [r for r in report["rows"] if r["tau"] is not None]
+    for config in dict.fromkeys(r["config"] for r in rows):
+        mine = [r for r in rows if r["config"] == config]
+        outside = config.startswith("transformers")
+        line, = ax.plot([r["tau"] for r in mine], [r["ratio"] for r in mine], "s--" if outside else "o-", label=config)
+        if not outside and all("predicted" in r for r in mine):
+            ax.plot([r["tau"] for r in mine], [r["predicted"] for r in mine], ":", color=line.get_color())
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xlabel("τ (draft tokens per step)")
+    ax.set_ylabel("speedup over target-only")
+    ax.set_title(title or "drafters side by side (dotted: predicted)")
+    ax.legend(fontsize=7)
+    return ax
+
+
 # ---- figures for notebooks 01, 02 and 04: boxes of real tokens, drawn with matplotlib
 
 def _label(tokenizer, token: int) -> str:

@@ -1,0 +1,150 @@
+"""A Llama decoder written out in plain tensor operations, over linear layers of any kind.
+
+For a one-token pass of a 135M-parameter model, transformers' general machinery (masks, cache objects, hooks, many
+small modules) costs about as much time on a CPU as the matrix products themselves once the weights are in 4 bits.
+A draft must be cheap, so the quantized self-draft runs the target's own layers through this compact forward pass:
+the same function (RMSNorm, rotary positions, grouped-query attention, SiLU-gated MLP), with q, k, v fused into one
+product and gate and up into another, and a KV cache that is two preallocated tensors per layer and a length.
+
+    h = embed(x)
+    for each layer:  h = h + o(attention(rope(q), rope(k), v))   where q, k, v = split(qkv(rmsnorm(h)))
+                     h = h + down(silu(gate) · up)                where gate, up = split(gate_up(rmsnorm(h)))
+    logits = head(rmsnorm(h))
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED = ("llama",)
+
+
+def supports(model) -> bool:
+    """True when ``model`` is a transformers Llama-family causal LM whose forward pass this module reproduces."""
+    config = getattr(model, "config", None)
+    rope = (getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}) if config else {}
+    return (getattr(config, "model_type", None) in SUPPORTED and rope.get("rope_type", "default") == "default"
+            and getattr(config, "hidden_act", "silu") == "silu" and hasattr(model, "model"))
+
+
+def _fused(*linears: torch.nn.Linear) -> torch.nn.Linear:
+    """One nn.Linear whose output is the outputs of ``linears`` side by side (their weight rows stacked)."""
+    weight = torch.cat([l.weight.detach() for l in linears])
+    bias = None if linears[0].bias is None else torch.cat([l.bias.detach() for l in linears])
+    fused = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    fused.weight = torch.nn.Parameter(weight, requires_grad=False)
+    if bias is not None:
+        fused.bias = torch.nn.Parameter(bias, requires_grad=False)
+    return fused
+
+
+class CompactCache:
+    """Keys and values of every layer in two preallocated tensors, (layers, kv_heads, capacity, head_dim), and the
+    number of positions filled. Rolling back only moves the length (``crop``, as transformers' caches)."""
+
+    def __init__(self, layers: int, kv_heads: int, head_dim: int, capacity: int, dtype=torch.float32, device="cpu"):
+        self.keys = torch.zeros(layers, kv_heads, capacity, head_dim, dtype=dtype, device=device)
+        self.values = torch.zeros_like(self.keys)
+        self.length = 0
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def crop(self, tokens: int) -> None:
+        """Keep the first ``tokens`` positions; a negative number removes that many from the end."""
+        self.length = max(self.length + tokens, 0) if tokens < 0 else min(tokens, self.length)
+
+    @property
+    def layers(self):
+        """Per layer, the filled keys and values as (1, kv_heads, length, head_dim), like transformers' cache layers."""
+        n = self.length
+        return [SimpleNamespace(keys=self.keys[i, None, :, :n], values=self.values[i, None, :, :n])
+                for i in range(self.keys.shape[0])]
+
+
+class CompactLlama(torch.nn.Module):
+    """The forward pass of a transformers Llama model, with its linear layers turned by ``make_linear(linear, role)``
+    (role "qkv", "o", "gate_up", "down" or "head") into whatever modules compute them (quantized ones, say).
+    Norm weights, the embedding and the rotary frequencies are the model's own tensors (shared, not copied)."""
+
+    def __init__(self, model, make_linear):
+        super().__init__()
+        if not supports(model):
+            raise ValueError(f"the compact forward pass reproduces Llama-family models with default rotary positions; "
+                             f"this one is {getattr(model.config, 'model_type', type(model).__name__)!r}")
+        config = model.config
+        self.config = config
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.eps = config.rms_norm_eps
+        inner = model.model
+        self.embed = inner.embed_tokens.weight
+        self.inv_freq = inner.rotary_emb.inv_freq
+        self.rope_scaling = float(getattr(inner.rotary_emb, "attention_scaling", 1.0))
+        self.final_norm = inner.norm.weight
+        self.layers = torch.nn.ModuleList()
+        for layer in inner.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            block = torch.nn.Module()
+            block.qkv = make_linear(_fused(attn.q_proj, attn.k_proj, attn.v_proj), "qkv")
+            block.o = make_linear(attn.o_proj, "o")
+            block.gate_up = make_linear(_fused(mlp.gate_proj, mlp.up_proj), "gate_up")
+            block.down = make_linear(mlp.down_proj, "down")
+            block.in_norm, block.post_norm = layer.input_layernorm.weight, layer.post_attention_layernorm.weight
+            self.layers.append(block)
+        self.head = make_linear(model.get_output_embeddings(), "head")
+        self.intermediate = config.intermediate_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.device
+
+    def get_output_embeddings(self):
+        return self.head
+
+    def new_cache(self, max_length: int) -> CompactCache:
+        return CompactCache(len(self.layers), self.kv_heads, self.head_dim, max_length, self.embed.dtype, self.embed.device)
+
+    def _norm(self, x, weight):
+        x32 = x.float()
+        return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+    def _rope(self, x, cos, sin):
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return x * cos + rotated * sin
+
+    def forward(self, input_ids: torch.Tensor, past_key_values: CompactCache | None = None, use_cache: bool = False,
+                **unused):
+        """Logits (1, k, vocab) for the k new tokens ``input_ids`` (1, k) after the cache's positions."""
+        k = input_ids.shape[1]
+        cache = past_key_values if past_key_values is not None else self.new_cache(k)
+        start = cache.length
+        if start + k > cache.keys.shape[2]:
+            raise ValueError(f"the cache holds at most {cache.keys.shape[2]} positions; {start} + {k} asked for")
+        positions = torch.arange(start, start + k, device=input_ids.device, dtype=torch.float32)
+        angles = positions[:, None] * self.inv_freq[None, :].float()
+        angles = torch.cat([angles, angles], dim=-1)
+        cos, sin = (angles.cos() * self.rope_scaling).to(self.embed.dtype), (angles.sin() * self.rope_scaling).to(self.embed.dtype)
+        mask = None
+        if k > 1:  # new token i sees every cached position and new tokens 0 … i
+            mask = torch.ones(k, start + k, dtype=torch.bool, device=input_ids.device).tril(diagonal=start)
+        h = F.embedding(input_ids[0], self.embed)                         # (k, hidden)
+        q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        for index, block in enumerate(self.layers):
+            q, key, value = block.qkv(self._norm(h, block.in_norm)).split([q_size, kv_size, kv_size], dim=-1)
+            q = self._rope(q.view(k, self.heads, self.head_dim).transpose(0, 1), cos, sin)
+            key = self._rope(key.view(k, self.kv_heads, self.head_dim).transpose(0, 1), cos, sin)
+            cache.keys[index, :, start:start + k] = key
+            cache.values[index, :, start:start + k] = value.view(k, self.kv_heads, self.head_dim).transpose(0, 1)
+            attended = F.scaled_dot_product_attention(
+                q[None], cache.keys[index, None, :, :start + k], cache.values[index, None, :, :start + k],
+                attn_mask=mask, enable_gqa=True)                       # (1, heads, k, head_dim)
+            h = h + block.o(attended[0].transpose(0, 1).reshape(k, q_size))
+            gate, up = block.gate_up(self._norm(h, block.post_norm)).split([self.intermediate, self.intermediate], dim=-1)
+            h = h + block.down(F.silu(gate) * up)
+        cache.length = start + k
+        logits = self.head(self._norm(h, self.final_norm))
+        return SimpleNamespace(logits=logits[None].float())
