@@ -194,6 +194,9 @@ def speculative_generate(target, drafter, input_ids, max_new_tokens: int, *, tau
 
             t0 = clock.now()
             proposal = drafter.propose(draft_sequence, step_tau, temperature=draft_temperature, generator=generator)
+            if len(proposal.tokens) > step_tau or proposal.q.shape[0] != len(proposal.tokens):
+                raise ValueError(f"the drafter was asked for at most {step_tau} tokens and returned {len(proposal.tokens)} "
+                                 f"with {proposal.q.shape[0]} rows of q: propose at most τ tokens, one row of q each")
             step_tau = len(proposal.tokens)  # a drafter may propose fewer (prompt lookup without a match)
             sync(ids.device)
             t1 = clock.now()

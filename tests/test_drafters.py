@@ -139,6 +139,15 @@ def test_bad_drafters_and_settings_are_clear_errors():
     with pytest.raises(NotImplementedError, match="must define propose"):
         speculative.speculative_generate(target, Silent(), [1, 2], 4)
 
+    class Greedy(Drafter):  # proposes one token more than it was asked for
+        vocab_size = 64
+
+        def propose(self, sequence, tau, **kwargs):
+            return sc.Draft(tokens=[3] * (tau + 1), q=torch.full((tau + 1, 64), 1 / 64))
+
+    with pytest.raises(ValueError, match="asked for at most 2 tokens and returned 3"):
+        speculative.speculative_generate(target, Greedy(), [1, 2], 8, tau=2)
+
 
 # ---------------------------------------------------------------- the quantized copy
 def _on_grid(rows, cols, eight_bit=False, seed=0):
