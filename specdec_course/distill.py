@@ -5,6 +5,8 @@
     python -m specdec_course.distill data --requests build/requests.json   # only: the target answers them
     python -m specdec_course.distill train         # only: train the draft on a data file made before
     python -m specdec_course.distill export        # the draft as a plain LlamaForCausalLM for transformers
+    python -m specdec_course.distill answers --prompts 200   # the target answers 200 more requests (kept compact)
+    python -m specdec_course.distill head          # train a feature head on those answers (drafters/feature_head.py)
 
 The default design ("sliced", draft_model.py) starts the draft from the target itself: the target's token
 embedding (shared, not stored), its first ``--layers`` layers and final norm, and an output layer over the
@@ -282,10 +284,13 @@ Rebuild: `python -m specdec_course.distill` (see `--help`). Measure: `python -m 
 # --------------------------------------------------------------------------- the command line
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m specdec_course.distill", description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", nargs="?", default="all", choices=["all", "requests", "data", "train", "export"],
+    parser.add_argument("stage", nargs="?", default="all", choices=["all", "requests", "data", "train", "export",
+                                                                   "answers", "head"],
                         help="requests: the target writes user requests (self-instruct); data: the target answers "
                              "them (or a prompt split); train: the draft learns from the answers; export: write a "
                              "draft as a plain LlamaForCausalLM (to --out) that transformers loads without this package")
+    parser.add_argument("--answers", type=Path, default=None,
+                        help="answers/head: the compact answers file (default: the shipped specdec_course/data/target_answers.npz)")
     parser.add_argument("--draft", type=Path, default=None, help="export: the draft folder to export (default: the shipped one)")
     parser.add_argument("--requests", type=Path, default=None,
                         help=f"the requests file ('requests' writes it, default {DEFAULT_REQUESTS}; 'data' answers it "
@@ -319,6 +324,10 @@ def main(argv=None) -> int:
     parser.add_argument("--train-batch", type=int, default=None,
                         help="sequences per training step (default 64 on a GPU, 16 on a CPU)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3 sliced, 3e-3 fresh)")
+    parser.add_argument("--depth", type=int, default=3, help="head: training-time test depth (draft positions trained)")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[1.0],
+                        help="head: train once per fraction of the answers (α per depth against data size in the card)")
+    parser.add_argument("--eval-prompts", type=int, default=8, help="head: eval-split prompts α per depth is measured on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
@@ -336,6 +345,8 @@ def main(argv=None) -> int:
         export_plain(draft, args.out)
         print(f"wrote {args.out}: load it with AutoModelForCausalLM.from_pretrained({str(args.out)!r})")
         return 0
+    if args.stage in ("answers", "head"):
+        return _head_stages(args, parser)
     device = get_device(args.device, verbose=True)
     on_gpu = device.type == "cuda"
     if args.sample_temperatures is None:
@@ -470,6 +481,131 @@ def main(argv=None) -> int:
         print(f"trained in {seconds:.0f} s on {info['train_device']}; wrote {args.out}")
         print(f"measure it: python -m specdec_course acceptance --draft {args.out}")
     return 0
+
+
+def _head_stages(args, parser) -> int:
+    """answers: the target answers more requests, appended to the compact answers file; head: train a feature head."""
+    from .answers import ANSWERS_FILE, REQUESTS_FILE as SHIPPED_REQUESTS, answer_requests
+    from .models import load_target
+
+    device = get_device(args.device, verbose=True)
+    answers_file = args.answers or ANSWERS_FILE
+    if args.stage == "answers":
+        target, tokenizer = load_target(device=device)
+        writer = target
+        if args.generate_dtype not in (None, "float32", "torch.float32"):
+            writer, _ = load_target(device=device, dtype=args.generate_dtype)
+        answers = answer_requests(target, tokenizer, args.prompts or 100, path=answers_file,
+                                  requests_file=args.requests or SHIPPED_REQUESTS, max_new_tokens=args.max_new_tokens,
+                                  batch_size=args.batch_size or 32, writer=writer)
+        tokens = sum(len(s) - p for s, p in zip(answers["sequences"], answers["prompt_lengths"]))
+        print(f"{answers_file}: {len(answers['sequences'])} answers, {tokens} answer tokens")
+        return 0
+    return _train_feature_head(args, parser, answers_file, device)
+
+
+def depth_acceptance(target, drafter, tokenizer, prompts: list[str], *, tau: int = 4, max_new_tokens: int = 64,
+                     max_depth: int = 4) -> tuple[list[float], float]:
+    """α at each draft depth 1 … max_depth (of the steps that reached a depth, the share that accepted it), from greedy
+    speculative runs on ``prompts``, and the overall α."""
+    from .cost_model import acceptance_profile, alpha_from_steps
+    from .models import chat_prompt
+    from .speculative import speculative_generate
+
+    steps = []
+    for prompt in prompts:
+        steps += speculative_generate(target, drafter, chat_prompt(tokenizer, prompt), max_new_tokens, tau=tau,
+                                      eos_token_id=tokenizer.eos_token_id).steps
+    drafted = [s for s in steps if s.tau > 0]
+    return acceptance_profile(drafted, max_depth, min_reached=1), alpha_from_steps(drafted)
+
+
+def _train_feature_head(args, parser, answers_file: Path, device) -> int:
+    """Train a feature head with training-time test on the compact answers, for each data fraction; measure α per
+    depth on the eval split after each; keep the head trained on all of them, with its card."""
+    from .answers import load_answers
+    from .draft_model import frequent_tokens
+    from .drafters.feature_head import FeatureHead, FeatureHeadDrafter, target_features, train_head
+    from .models import load_target
+
+    answers = load_answers(answers_file)
+    if not answers["sequences"]:
+        parser.error(f"{answers_file} holds no answers yet: run `python -m specdec_course.distill answers` first")
+    for name in ("depth", "eval_prompts"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not all(0 < f <= 1 for f in args.fractions):
+        parser.error(f"--fractions must lie in (0, 1], got {args.fractions}")
+    target, tokenizer = load_target(device=device)
+    sequences, prompt_lengths = answers["sequences"], answers["prompt_lengths"]
+    start = time.perf_counter()
+    features, labels = target_features(target, sequences)
+    feature_seconds = time.perf_counter() - start
+    answer_labels = [lab[plen - 1:] for lab, plen in zip(labels, prompt_lengths)]
+    token_ids = frequent_tokens(answer_labels, args.vocab_subset, always=[tokenizer.eos_token_id])
+    coverage = torch.isin(torch.cat(answer_labels).long(), token_ids).float().mean().item()
+    eval_prompts = load_prompts("eval")[: args.eval_prompts]
+    lr = args.lr or 1e-3
+    runs, head = [], None
+    for fraction in sorted(set(args.fractions)):
+        count = max(1, round(fraction * len(sequences)))  # the answers in the file's order: a fraction is a prefix
+        head = FeatureHead.for_target(target, token_ids, seed=args.seed)
+        began = time.perf_counter()
+        history = train_head(head, features[:count], sequences[:count], labels[:count], prompt_lengths[:count],
+                             steps=args.steps, batch_size=args.train_batch or 8, max_length=min(args.max_length, 128),
+                             depth=args.depth, lr=lr, seed=args.seed, progress=True)
+        seconds = time.perf_counter() - began
+        profile, alpha = depth_acceptance(target, FeatureHeadDrafter(target, head), tokenizer, eval_prompts, tau=4)
+        tokens = sum(len(s) - p for s, p in zip(sequences[:count], prompt_lengths[:count]))
+        runs.append({"answers": count, "answer_tokens": tokens, "train_seconds": round(seconds, 1),
+                     "alpha_by_depth": [round(a, 3) for a in profile], "alpha": round(alpha, 3),
+                     "final_accuracy_by_depth": history[-1][2], "history": history})
+        print(f"{count} answers ({tokens} answer tokens): α by depth {runs[-1]['alpha_by_depth']} on {len(eval_prompts)} eval prompts")
+    out = args.out if args.out != DEFAULT_OUT else Path("build") / "head"
+    head.save(out)
+    info = {"answers_file": str(answers_file.name), "answers": len(sequences), "vocab_subset": len(token_ids),
+            "subset_coverage": round(coverage, 4), "depth": args.depth, "steps": args.steps,
+            "train_batch": args.train_batch or 8, "max_length": min(args.max_length, 128), "lr": lr, "seed": args.seed,
+            "parameters": sum(p.numel() for p in head.parameters()), "feature_seconds": round(feature_seconds, 1),
+            "answers_seconds": answers["meta"].get("seconds"), "eval_prompts": len(eval_prompts), "eval_tau": 4,
+            "device": f"{platform.machine()} CPU, {os.cpu_count()} cores" if device.type == "cpu" else torch.cuda.get_device_name(device),
+            "runs": runs}
+    (out / "training.json").write_text(json.dumps(info, indent=1))
+    (out / "README.md").write_text(head_card(info))
+    print(f"wrote {out}: load it with specdec_course.drafters.load_feature_head(target, {str(out)!r})")
+    return 0
+
+
+def head_card(info: dict) -> str:
+    """The feature head's model card: its shape, data, and α per draft depth against the amount of data."""
+    rows = "\n".join(f"| {r['answers']} | {r['answer_tokens']} | " + " | ".join(f"{a:.3f}" for a in r["alpha_by_depth"])
+                     + f" | {r['alpha']:.3f} | {r['train_seconds']:.0f} s |" for r in info["runs"])
+    depths = max(len(r["alpha_by_depth"]) for r in info["runs"])
+    header = "| answers | answer tokens | " + " | ".join(f"α depth {d}" for d in range(1, depths + 1)) + " | α | training |"
+    rule = "|---" * (depths + 4) + "|"
+    return f"""# specdec-course feature head for SmolLM2-135M-Instruct
+
+A draft head over the target's own features (`specdec_course/drafters/feature_head.py`): fc over [token embedding;
+the target's feature one position back] → one decoder layer (started from the target's last layer) → norm → the
+target's output rows for its {info['vocab_subset']} most frequent answer tokens ({info['subset_coverage']:.1%} of the
+answers' tokens). {info['parameters'] / 1e6:.1f} M parameters of its own (bfloat16); the embedding and output rows are
+read from the target. Load it with `specdec_course.drafters.load_feature_head(target)`.
+
+Trained with training-time test to depth {info['depth']} (deeper inputs are the head's own guesses of the feature),
+{info['steps']} steps of {info['train_batch']} crops of up to {info['max_length']} positions, AdamW lr {info['lr']},
+seed {info['seed']}, on {info['device']}, on the target's greedy answers in `{info['answers_file']}`.
+
+α at each draft depth (of the steps that reached a depth, the share accepted), greedy, τ = {info['eval_tau']}, measured
+on the first {info['eval_prompts']} prompts of the eval split (written independently of the training requests), for
+heads trained on the first part of the answers:
+
+{header}
+{rule}
+{rows}
+
+Rebuild: `python -m specdec_course.distill answers --prompts N` (adds answers), then
+`python -m specdec_course.distill head --out specdec_course/head`.
+"""
 
 
 if __name__ == "__main__":

@@ -172,6 +172,9 @@ def speculative_generate(target, drafter, input_ids, max_new_tokens: int, *, tau
     check_drafter(target, drafter)
     ids = as_input_ids(input_ids, target, max_new_tokens)
     draft_ids = ids if draft_input_ids is None else as_input_ids(draft_input_ids, target, max_new_tokens)
+    if drafter.wants_features and draft_ids is not ids:
+        raise ValueError("a drafter that reads the target's features sees the target's own sequence: "
+                         "leave draft_input_ids out")
     tokenizer = tokenizer if tokenizer is not None else getattr(target, "tokenizer", None)
     generator = make_generator(seed) if seed is not None else None
     draft_temperature = temperature if rule == "sampling" else 0.0
@@ -200,7 +203,8 @@ def speculative_generate(target, drafter, input_ids, max_new_tokens: int, *, tau
             step_tau = len(proposal.tokens)  # a drafter may propose fewer (prompt lookup without a match)
             sync(ids.device)
             t1 = clock.now()
-            p = verify(target, sequence, proposal.tokens, past_key_values=target_cache, temperature=temperature)
+            p = verify(target, sequence, proposal.tokens, past_key_values=target_cache, temperature=temperature,
+                       on_features=drafter.observe_features if drafter.wants_features else None)
             sync(ids.device)
             t2 = clock.now()
 

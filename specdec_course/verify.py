@@ -14,22 +14,36 @@ from .draft import distribution
 
 
 @torch.no_grad()
-def verify_logits(target, input_ids: torch.Tensor, draft_ids, *, past_key_values=None) -> torch.Tensor:
-    """The target's logits, shape (τ+1, vocab), at the τ draft positions and the one after them."""
+def verify_logits(target, input_ids: torch.Tensor, draft_ids, *, past_key_values=None, on_features=None) -> torch.Tensor:
+    """The target's logits, shape (τ+1, vocab), at the τ draft positions and the one after them.
+
+    ``on_features(features, first_position)``: called with what the target's output layer read in this same pass
+    (its last hidden states, one row per fed position from ``first_position``), for a drafter that learns from them."""
     draft = torch.as_tensor(list(draft_ids), dtype=torch.long, device=input_ids.device).view(1, -1)
     sequence = torch.cat([input_ids, draft], dim=1)
     tau = draft.shape[1]
-    if past_key_values is not None:
-        seen = cache_length(past_key_values)
-        if seen >= input_ids.shape[1]:
-            raise ValueError(f"the target's cache already holds {seen} tokens of a {input_ids.shape[1]}-token prefix; "
-                             "roll it back so at least the prefix's last token is fed")
-        logits = target(sequence[:, seen:], past_key_values=past_key_values, use_cache=True).logits
-    else:
-        logits = target(sequence, use_cache=False).logits
+    seen = 0 if past_key_values is None else cache_length(past_key_values)
+    if seen >= input_ids.shape[1]:
+        raise ValueError(f"the target's cache already holds {seen} tokens of a {input_ids.shape[1]}-token prefix; "
+                         "roll it back so at least the prefix's last token is fed")
+    read = []
+    hook = (target.get_output_embeddings().register_forward_hook(lambda module, args, out: read.append(args[0]))
+            if on_features is not None else None)
+    try:
+        if past_key_values is not None:
+            logits = target(sequence[:, seen:], past_key_values=past_key_values, use_cache=True).logits
+        else:
+            logits = target(sequence, use_cache=False).logits
+    finally:
+        if hook is not None:
+            hook.remove()
+    if on_features is not None:
+        on_features(read[-1][0], first_position=seen)
     return logits[0, -(tau + 1):]
 
 
-def verify(target, input_ids: torch.Tensor, draft_ids, *, past_key_values=None, temperature: float = 0.0) -> torch.Tensor:
+def verify(target, input_ids: torch.Tensor, draft_ids, *, past_key_values=None, temperature: float = 0.0,
+           on_features=None) -> torch.Tensor:
     """The target's distributions p, shape (τ+1, vocab), from one forward pass (softmax(logits / T); T = 0 → T = 1)."""
-    return distribution(verify_logits(target, input_ids, draft_ids, past_key_values=past_key_values), temperature)
+    logits = verify_logits(target, input_ids, draft_ids, past_key_values=past_key_values, on_features=on_features)
+    return distribution(logits, temperature)

@@ -35,6 +35,10 @@ class Drafter:
     def rollback(self, kept: int) -> None:
         """The first ``kept`` tokens of the sequence are final: forget any state about later positions."""
 
+    def observe_features(self, features: torch.Tensor, first_position: int) -> None:
+        """(Only when ``wants_features``.) The target's last hidden states for positions first_position …, one row
+        each, from its verification pass; rows past the kept positions are forgotten by the next ``rollback``."""
+
     def state_length(self) -> int | None:
         """Tokens the drafter's state (its cache) holds now; None for a drafter without one."""
         return None
