@@ -348,13 +348,18 @@ def format_kernel_report(report: dict) -> str:
 # --------------------------------------------------------------------------- drafters side by side
 def default_drafters(target, draft) -> dict:
     """The course's drafters for ``target``, by name: the draft model, the target's quantized copy (its form chosen by
-    measurement), the two-level drafter over both, and prompt lookup."""
+    measurement), the two-level drafter over both, prompt lookup and the shipped feature head."""
     from .drafters import ModelDrafter, PromptLookup, TwoLevelDrafter, quantized_copy
 
+    from .drafters.feature_head import HEAD_DIR, load_feature_head
+
     quantized = quantized_copy(target, "auto")
-    return {"draft model": ModelDrafter(draft), f"quantized self-draft ({quantized.quantization_scheme})": ModelDrafter(quantized),
-            "two-level (quantized ← draft model)": TwoLevelDrafter(quantized, draft, inner_tau=3),
-            "prompt lookup": PromptLookup.for_model(target)}
+    drafters = {"draft model": ModelDrafter(draft), f"quantized self-draft ({quantized.quantization_scheme})": ModelDrafter(quantized),
+                "two-level (quantized ← draft model)": TwoLevelDrafter(quantized, draft, inner_tau=3),
+                "prompt lookup": PromptLookup.for_model(target)}
+    if (HEAD_DIR / "config.json").is_file():
+        drafters["feature head"] = load_feature_head(target)
+    return drafters
 
 
 def transformers_prompt_lookup(target, ids, max_new_tokens, eos, tau):

@@ -195,3 +195,23 @@ def test_the_answers_file_round_trips_compactly_and_appends(tmp_path):
     assert not list(tmp_path.glob("*.writing*")), "no half-written file is left behind"
     with pytest.raises(ValueError, match="uint16"):
         save_answers({"sequences": [torch.tensor([70000])], "prompt_lengths": [1], "request_index": [0], "meta": {}}, path)
+
+
+# ---------------------------------------------------------------- the shipped head on the real target
+@pytest.mark.real
+def test_the_shipped_head_loads_offline_and_keeps_the_real_targets_greedy_output(target):
+    from specdec_course.drafters import load_feature_head
+    from test_generation import PROMPTS
+
+    model, tokenizer = target
+    drafter = load_feature_head(model)  # the package's own files: nothing is downloaded (HF_HUB_OFFLINE in the tests)
+    accepted = drafted = 0
+    for prompt in PROMPTS[:5]:
+        ids = sc.chat_prompt(tokenizer, prompt)
+        reference = sc.autoregressive_generate(model, ids, 48).tokens
+        result = speculative.speculative_generate(model, drafter, ids, 48, tau=3)
+        position, margin = first_mismatch_margin(model, ids, reference, result.tokens)
+        assert result.tokens == reference, f"{prompt!r}: first mismatch at new token {position}, top-2 logit margin {margin}"
+        accepted += sum(s.n_accepted for s in result.steps)
+        drafted += result.drafted
+    assert 0 < accepted < drafted, f"the shipped head had {accepted} of {drafted} drafts accepted"

@@ -8,6 +8,7 @@ product and gate and up into another, and a KV cache that is two preallocated te
 
     h = embed(x)
     for each layer:  h = h + o(attention(rope(q), rope(k), v))   where q, k, v = split(qkv(rmsnorm(h)))
+                                                                  (q, k rows reordered: rope is one complex product)
                      h = h + down(silu(gate) · up)                where gate, up = split(gate_up(rmsnorm(h)))
     logits = head(rmsnorm(h))
 """
@@ -29,10 +30,13 @@ def supports(model) -> bool:
             and getattr(config, "hidden_act", "silu") == "silu" and hasattr(model, "model"))
 
 
-def _fused(*linears: torch.nn.Linear) -> torch.nn.Linear:
-    """One nn.Linear whose output is the outputs of ``linears`` side by side (their weight rows stacked)."""
+def _fused(*linears: torch.nn.Linear, order=None) -> torch.nn.Linear:
+    """One nn.Linear whose output is the outputs of ``linears`` side by side (their weight rows stacked), its rows
+    taken in ``order`` when given."""
     weight = torch.cat([l.weight.detach() for l in linears])
     bias = None if linears[0].bias is None else torch.cat([l.bias.detach() for l in linears])
+    if order is not None:
+        weight, bias = weight[order], None if bias is None else bias[order]
     fused = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
     fused.weight = torch.nn.Parameter(weight, requires_grad=False)
     if bias is not None:
@@ -84,11 +88,19 @@ class CompactLlama(torch.nn.Module):
         self.inv_freq = inner.rotary_emb.inv_freq
         self.rope_scaling = float(getattr(inner.rotary_emb, "attention_scaling", 1.0))
         self.final_norm = inner.norm.weight
+        # Rotary positions turn each pair (x_i, x_{i+d/2}) of a head's d dimensions by an angle. Reordering the rows
+        # of q and k so each pair lies side by side makes the turn one complex multiplication; attention scores are
+        # dot products of q and k, which the same reordering of both leaves unchanged (v keeps its order).
+        half = self.head_dim // 2
+        pairs = torch.stack([torch.arange(half), torch.arange(half) + half], dim=1).reshape(-1)   # 0, d/2, 1, d/2+1, …
+        qk_heads = self.heads + self.kv_heads
+        order = torch.cat([(torch.arange(qk_heads)[:, None] * self.head_dim + pairs).reshape(-1),
+                           torch.arange(qk_heads * self.head_dim, (qk_heads + self.kv_heads) * self.head_dim)])
         self.layers = torch.nn.ModuleList()
         for layer in inner.layers:
             attn, mlp = layer.self_attn, layer.mlp
             block = torch.nn.Module()
-            block.qkv = make_linear(_fused(attn.q_proj, attn.k_proj, attn.v_proj), "qkv")
+            block.qkv = make_linear(_fused(attn.q_proj, attn.k_proj, attn.v_proj, order=order), "qkv")
             block.o = make_linear(attn.o_proj, "o")
             block.gate_up = make_linear(_fused(mlp.gate_proj, mlp.up_proj), "gate_up")
             block.down = make_linear(mlp.down_proj, "down")
@@ -108,13 +120,7 @@ class CompactLlama(torch.nn.Module):
         return CompactCache(len(self.layers), self.kv_heads, self.head_dim, max_length, self.embed.dtype, self.embed.device)
 
     def _norm(self, x, weight):
-        x32 = x.float()
-        return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
-
-    def _rope(self, x, cos, sin):
-        half = x.shape[-1] // 2
-        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * cos + rotated * sin
+        return F.rms_norm(x, weight.shape, weight, self.eps)
 
     def forward(self, input_ids: torch.Tensor, past_key_values: CompactCache | None = None, use_cache: bool = False,
                 **unused):
@@ -126,17 +132,17 @@ class CompactLlama(torch.nn.Module):
             raise ValueError(f"the cache holds at most {cache.keys.shape[2]} positions; {start} + {k} asked for")
         positions = torch.arange(start, start + k, device=input_ids.device, dtype=torch.float32)
         angles = positions[:, None] * self.inv_freq[None, :].float()
-        angles = torch.cat([angles, angles], dim=-1)
-        cos, sin = (angles.cos() * self.rope_scaling).to(self.embed.dtype), (angles.sin() * self.rope_scaling).to(self.embed.dtype)
+        turn = torch.polar(torch.full_like(angles, self.rope_scaling), angles)[:, None]   # (k, 1, d/2) e^{iθ}
         mask = None
         if k > 1:  # new token i sees every cached position and new tokens 0 … i
             mask = torch.ones(k, start + k, dtype=torch.bool, device=input_ids.device).tril(diagonal=start)
         h = F.embedding(input_ids[0], self.embed)                         # (k, hidden)
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         for index, block in enumerate(self.layers):
-            q, key, value = block.qkv(self._norm(h, block.in_norm)).split([q_size, kv_size, kv_size], dim=-1)
-            q = self._rope(q.view(k, self.heads, self.head_dim).transpose(0, 1), cos, sin)
-            key = self._rope(key.view(k, self.kv_heads, self.head_dim).transpose(0, 1), cos, sin)
+            qk, value = block.qkv(self._norm(h, block.in_norm)).split([q_size + kv_size, kv_size], dim=-1)
+            qk = qk.reshape(k, self.heads + self.kv_heads, self.head_dim // 2, 2)
+            qk = torch.view_as_real(torch.view_as_complex(qk.float()) * turn).to(h.dtype).view(k, -1, self.head_dim)
+            q, key = qk.transpose(0, 1).split([self.heads, self.kv_heads])
             cache.keys[index, :, start:start + k] = key
             cache.values[index, :, start:start + k] = value.view(k, self.kv_heads, self.head_dim).transpose(0, 1)
             attended = F.scaled_dot_product_attention(

@@ -84,7 +84,8 @@ class FeatureHead(torch.nn.Module):
     @classmethod
     def for_target(cls, target, token_ids=None, *, seed: int = 0) -> "FeatureHead":
         """A head shaped like one of ``target``'s layers, over the output rows of ``token_ids`` (default: all tokens).
-        The layer starts from the target's last decoder layer; fc starts as "pass the feature through"."""
+        The layer starts from the target's last decoder layer, fc from small random weights
+        (so its first drafts are unsure rather than confidently wrong)."""
         config = target.config
         vocab = config.vocab_size
         token_ids = torch.arange(vocab) if token_ids is None else torch.as_tensor(token_ids)
@@ -104,8 +105,7 @@ class FeatureHead(torch.nn.Module):
                 head.in_norm.copy_(last.input_layernorm.weight.float())
                 head.post_norm.copy_(last.post_attention_layernorm.weight.float())
                 head.out_norm.copy_(target.model.norm.weight.float())
-                head.fc.weight.normal_(0, 0.02 / math.sqrt(2))
-                head.fc.weight[:, config.hidden_size:] += torch.eye(config.hidden_size)
+                head.fc.weight.normal_(0, 0.02)
         return head.attach(target)
 
     def attach(self, target) -> "FeatureHead":
@@ -157,8 +157,8 @@ class FeatureHead(torch.nn.Module):
         return head.eval().attach(target)
 
     # ------------------------------------------------------------------ the forward pass
-    def _inputs(self, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """x = fc([embed(t_j); f_{j-1}]) for rows of (feature before, token)."""
+    def inputs(self, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """x_j = fc([embed(t_j); f_{j-1}]): row r pairs ``tokens[r]`` with ``features[r]``, the feature one position back."""
         return self.fc(torch.cat([F.embedding(tokens, self.embed), features.float()], dim=-1))
 
     def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
@@ -182,9 +182,14 @@ class FeatureHead(torch.nn.Module):
 
     def step(self, features: torch.Tensor, tokens: torch.Tensor, cache: HeadCache, first_position: int) -> torch.Tensor:
         """Feed rows (f_{j-1}, t_j) for positions j = first_position … after the cache's entries; returns g, (n, hidden)."""
-        n = tokens.shape[0]
-        positions = torch.arange(first_position, first_position + n, device=tokens.device)
-        x = self._inputs(features, tokens)
+        return self.layer(self.inputs(features, tokens), cache, first_position)
+
+    def layer(self, x: torch.Tensor, cache: HeadCache | None = None, first_position: int = 1) -> torch.Tensor:
+        """The decoder layer over rows x (n, hidden) at positions first_position …, each row seeing the cache's entries
+        and the rows before it; returns g = norm(h), (n, hidden). Without a cache: a causal pass over x alone."""
+        n = x.shape[0]
+        cache = cache if cache is not None else self.new_cache(n)
+        positions = torch.arange(first_position, first_position + n, device=x.device)
         q, k, v = self._qkv(x, positions)
         start = cache.length
         if start + n > cache.keys.shape[1]:
@@ -212,7 +217,7 @@ class FeatureHead(torch.nn.Module):
         keys, values, out = [], [], []
         feature_in = features
         for d in range(1, depth + 1):
-            x = self._inputs(feature_in, tokens)
+            x = self.inputs(feature_in, tokens)
             q, k, v = self._qkv(x, positions)
             keys.append(k.repeat_interleave(group, 0))
             values.append(v.repeat_interleave(group, 0))
