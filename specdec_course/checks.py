@@ -692,3 +692,281 @@ def check_diagnose(fn, paths: dict) -> None:
         if got != expected[name]:
             failures.append(f"trace {path.name}: expected {expected[name]!r}, got {got!r}")
     _all_cases("diagnose", failures, len(paths), "diagnose names every fault from its trace, and calls the healthy run healthy")
+
+
+# --------------------------------------------------------------------------- exercise 09
+FIND_CONTINUATION_CASES = [  # (tokens, τ, max_ngram): what each case is about
+    ([1, 2, 3, 9, 1, 2, 3], 3, 3),           # the whole tail occurred before
+    ([1, 2, 7, 1, 2, 8, 5, 1, 2], 3, 3),     # two earlier occurrences: the most recent one counts
+    ([7, 5, 6, 1, 8, 6, 2, 7, 5, 6], 3, 3),  # the longest n-gram wins over a more recent shorter one
+    ([1, 2, 3, 8, 2, 3, 9, 1, 2, 3], 3, 2),  # max_ngram limits n
+    ([1, 2, 3, 8, 2, 3, 9, 1, 2, 3], 3, 1),
+    ([3, 4, 3], 5, 3),                       # fewer than τ tokens follow the match
+    ([2, 2, 2, 2], 3, 3),                    # the match overlaps the tail
+    ([1, 2, 3, 4], 3, 3),                    # nothing repeats
+    ([5], 2, 3), ([], 2, 3),                 # too short to repeat
+    ([4, 1, 4, 1, 4], 0, 3),                 # τ = 0
+]
+
+
+def _continuation(tokens, tau, max_ngram, *, oldest=False, shortest_first=False):
+    """find_continuation, and two likely mistakes (the oldest occurrence; the shortest n-gram first), to name them."""
+    length = len(tokens)
+    sizes = list(range(min(max_ngram, length - 1), 0, -1))
+    for n in (sizes[::-1] if shortest_first else sizes):
+        tail = tokens[length - n:]
+        starts = range(0, length - n) if oldest else range(length - n - 1, -1, -1)
+        for start in starts:
+            if tokens[start:start + n] == tail:
+                return tokens[start + n:start + n + tau]
+    return []
+
+
+def _continuation_failure(fn, tokens, tau, max_ngram) -> str | None:
+    """None if ``fn`` gives the reference continuation, else what went wrong (with the likely mistake named)."""
+    from .drafters import find_continuation as reference
+
+    expected = reference(list(tokens), tau, max_ngram=max_ngram)
+    got = _call(fn, list(tokens), tau, max_ngram=max_ngram)
+    try:
+        got = _as_list(got)
+    except (TypeError, ValueError):
+        return f"tokens {tokens}, tau={tau}, max_ngram={max_ngram}: return a list of token ids, got {got!r}"
+    if got == expected:
+        return None
+    hint = ""
+    if got == _continuation(tokens, tau, max_ngram, oldest=True):
+        hint = " (that follows the OLDEST occurrence: take the most recent one)"
+    elif got == _continuation(tokens, tau, max_ngram, shortest_first=True):
+        hint = " (a shorter n-gram won: try the LONGEST n-gram first)"
+    elif len(got) > tau:
+        hint = f" (at most τ = {tau} tokens)"
+    return f"tokens {tokens}, tau={tau}, max_ngram={max_ngram}: expected {expected}, got {got}{hint}"
+
+
+def check_find_continuation(fn) -> None:
+    """fn(tokens, tau, max_ngram=3) -> up to τ tokens that followed the most recent earlier occurrence of the longest
+    n-gram (n = max_ngram … 1) ending ``tokens``; [] when none occurred before."""
+    failures = []
+    for tokens, tau, max_ngram in FIND_CONTINUATION_CASES:
+        try:
+            problem = _continuation_failure(fn, tokens, tau, max_ngram)
+        except NotAttempted:
+            raise
+        except CheckFailed as err:
+            problem = f"tokens {tokens}, tau={tau}, max_ngram={max_ngram}: {err}"
+        if problem:
+            failures.append(problem)
+    _all_cases("find_continuation", failures, len(FIND_CONTINUATION_CASES),
+               f"find_continuation proposes what prompt lookup proposes on {len(FIND_CONTINUATION_CASES)} hand-made sequences",
+               hint="n from max_ngram down to 1; for each n, look for the tail's earlier occurrences from the most recent "
+                    "back; the match must end before the last token, so that something follows it")
+
+
+COST_CURVES = {  # T(k)/T(1) for k = 1 … 9
+    "flat": {k: 1.0 for k in range(1, 10)},
+    "CPU-like": {1: 1.0, 2: 1.08, 3: 1.17, 4: 1.40, 5: 1.43, 6: 1.52, 7: 1.59, 8: 1.62, 9: 1.64},
+    "steep": {k: 1 + 0.25 * (k - 1) for k in range(1, 10)},
+}
+
+
+def _speedup(alpha, c, tau, curve) -> float:
+    """The cost model's speedup for a drafter at (α, c) and τ, costs in units of T(1)."""
+    from .cost_model import Costs, expected_tokens_per_step
+
+    return Costs(curve, c).speedup(expected_tokens_per_step(alpha, tau), tau)
+
+
+def check_drafter_speedup(speedup_fn, best_tau_fn) -> None:
+    """speedup_fn(alpha, c, tau, cost_curve) -> E(α, τ) / (τ·c + T(τ+1)/T(1)); best_tau_fn(alpha, c, cost_curve,
+    max_tau) -> the τ in 1 … max_tau with the largest predicted speedup. Compared with ``cost_model.Costs``."""
+    from .cost_model import expected_tokens_per_step
+
+    failures, total = [], 0
+    for name, curve in COST_CURVES.items():
+        for alpha in (0.0, 0.3, 0.7, 0.99, 1.0):
+            for c in (0.0, 0.05, 0.5):
+                for tau in (1, 3, 8):
+                    total += 1
+                    expected = _speedup(alpha, c, tau, curve)
+                    label = f"{name} T(k), α={alpha}, c={c}, τ={tau}"
+                    got = _attempt(failures, label, speedup_fn, alpha, c, tau, dict(curve))
+                    if got is _FAILED:
+                        continue
+                    try:
+                        value = float(got)
+                    except (TypeError, ValueError):
+                        failures.append(f"{label}: return a number, got {got!r}")
+                        continue
+                    if abs(value - expected) > 1e-6:
+                        e = expected_tokens_per_step(alpha, tau)
+                        hint = ""
+                        if abs(value - e / (tau * c + curve[tau])) < 1e-9:
+                            hint = " (the target reads τ drafts AND one more position: T(τ + 1), not T(τ))"
+                        elif abs(value - e / (tau * c + 1)) < 1e-9:
+                            hint = " (verification costs T(τ+1)/T(1), which is 1 only on a flat curve)"
+                        elif alpha == 1:
+                            hint = " (at α = 1 every draft is accepted: τ + 1 tokens per step)"
+                        failures.append(f"{label}: expected {expected:.4f}, got {value:.4f}{hint}")
+    for name, curve in COST_CURVES.items():
+        for alpha in (0.3, 0.8, 0.99):
+            for c in (0.02, 0.5):
+                total += 1
+                scores = {t: _speedup(alpha, c, t, curve) for t in range(1, 9)}
+                best = max(scores, key=scores.get)
+                label = f"best τ for {name} T(k), α={alpha}, c={c}"
+                got = _attempt(failures, label, best_tau_fn, alpha, c, dict(curve), 8)
+                if got is _FAILED:
+                    continue
+                if got not in scores or scores[got] < scores[best] - 1e-9:
+                    failures.append(f"{label}: expected τ = {best} ({scores[best]:.2f}x), got {got!r}"
+                                    + (f" ({scores[got]:.2f}x)" if got in scores else " (a τ in 1 … max_tau)"))
+    _all_cases("drafter_speedup / best_tau", failures, total,
+               "drafter_speedup agrees with the cost model, and best_tau picks the fastest τ, on 3 cost curves")
+
+
+DRAFTER_TABLE = {  # α, c and extra memory of four drafters: the kind of numbers notebook 09 measures
+    "draft model": {"alpha": 0.45, "c": 0.10, "memory_mb": 47},
+    "quantized copy": {"alpha": 0.99, "c": 0.55, "memory_mb": 84},
+    "two-level": {"alpha": 0.99, "c": 0.70, "memory_mb": 131},
+    "prompt lookup": {"alpha": 0.2, "c": 0.002, "memory_mb": 0},
+}
+
+
+def _drafter_options(table, curve, memory_mb, max_step, max_tau) -> dict:
+    """Every allowed choice → its predicted speedup: ("target only", 0) always, and each (drafter, τ) within the memory
+    budget whose step τ·c + T(τ+1)/T(1) fits ``max_step``."""
+    options = {("target only", 0): 1.0}
+    for name, row in table.items():
+        if memory_mb is not None and row["memory_mb"] > memory_mb:
+            continue
+        for tau in range(1, max_tau + 1):
+            if max_step is not None and tau * row["c"] + curve[tau + 1] > max_step:
+                continue
+            options[(name, tau)] = _speedup(row["alpha"], row["c"], tau, curve)
+    return options
+
+
+def check_choose_drafter(fn) -> None:
+    """fn(table, cost_curve, memory_mb=None, max_step=None, max_tau=8) -> (drafter name, τ) with the largest predicted
+    speedup among the drafters that fit the memory budget and the τ whose step fits ``max_step`` (in units of T(1));
+    ("target only", 0) when nothing is predicted faster than the target alone."""
+    weak = {name: dict(row, alpha=0.05) for name, row in DRAFTER_TABLE.items()}
+    cases = []
+    for curve_name in ("flat", "CPU-like"):
+        for memory_mb, max_step in ((None, None), (50, None), (100, None), (0, None), (None, 1.6), (None, 1.25),
+                                    (90, 2.0), (None, 0.9)):
+            cases.append((DRAFTER_TABLE, curve_name, memory_mb, max_step))
+    cases += [(weak, "CPU-like", None, None), (weak, "flat", 0, None)]
+    failures = []
+    for table, curve_name, memory_mb, max_step in cases:
+        curve = COST_CURVES[curve_name]
+        options = _drafter_options(table, curve, memory_mb, max_step, 8)
+        best = max(options, key=options.get)
+        label = (f"{'weak drafters' if table is weak else 'the table'}, {curve_name} T(k), memory_mb={memory_mb}, "
+                 f"max_step={max_step}")
+        got = _attempt(failures, label, fn, {k: dict(v) for k, v in table.items()}, dict(curve), memory_mb=memory_mb,
+                       max_step=max_step, max_tau=8)
+        if got is _FAILED:
+            continue
+        try:
+            name, tau = got
+            choice = (str(name), int(tau))
+        except (TypeError, ValueError):
+            failures.append(f"{label}: return (drafter name, τ), got {got!r}")
+            continue
+        if choice in options and options[choice] >= options[best] - 1e-9:
+            continue
+        hint = ""
+        if choice[0] in table and memory_mb is not None and table[choice[0]]["memory_mb"] > memory_mb:
+            hint = f" ({choice[0]} needs {table[choice[0]]['memory_mb']} MB; the budget is {memory_mb} MB)"
+        elif choice[0] in table and max_step is not None and 1 <= choice[1] <= 8 \
+                and choice[1] * table[choice[0]]["c"] + curve[choice[1] + 1] > max_step:
+            hint = f" (its step costs {choice[1] * table[choice[0]]['c'] + curve[choice[1] + 1]:.2f} T(1) > max_step)"
+        elif best == ("target only", 0):
+            hint = " (nothing is predicted faster than the target alone: return ('target only', 0))"
+        failures.append(f"{label}: expected {best} ({options[best]:.2f}x), got {got!r}"
+                        + (f" ({options[choice]:.2f}x)" if choice in options else "") + hint)
+    _all_cases("choose_drafter", failures, len(cases),
+               f"choose_drafter picks the fastest allowed drafter and τ on {len(cases)} budgets and cost curves")
+
+
+def _check_drafter_proposals(drafter, vocab_size: int, sequences, label: str, failures: list) -> tuple[int, int]:
+    """Call ``propose`` directly and check the Draft it returns: at most τ tokens, one row of q per token, each row a
+    distribution that gives its token a positive probability. Returns (cases, tokens proposed); one failure per case."""
+    cases = proposed = 0
+    for sequence in sequences:
+        ids = torch.tensor([sequence])
+        for tau in (1, 4):
+            cases += 1
+            where = f"{label}, propose(sequence of {len(sequence)} tokens, tau={tau})"
+            if _attempt(failures, where, drafter.start, ids, max_length=len(sequence) + 16) is _FAILED:
+                continue
+            draft = _attempt(failures, where, drafter.propose, ids, tau)
+            if draft is _FAILED:
+                continue
+            tokens, q = getattr(draft, "tokens", None), getattr(draft, "q", None)
+            if not isinstance(tokens, list) or not isinstance(q, torch.Tensor):
+                failures.append(f"{where}: return a Draft(tokens=[...], q=tensor), got {type(draft).__name__}")
+            elif len(tokens) > tau:
+                failures.append(f"{where}: {len(tokens)} tokens; propose at most τ")
+            elif tuple(q.shape) != (len(tokens), vocab_size):
+                failures.append(f"{where}: q has shape {tuple(q.shape)}, expected ({len(tokens)}, {vocab_size}): one row "
+                                "per proposed token, over the whole vocabulary")
+            elif len(tokens) and ((q < 0).any() or not torch.allclose(q.float().sum(-1), torch.ones(len(tokens)), atol=1e-4)):
+                failures.append(f"{where}: each row of q must be a probability distribution (non-negative, summing to 1)")
+            elif any(float(q[t, int(y)]) <= 0 for t, y in enumerate(tokens)):
+                failures.append(f"{where}: q gives a proposed token probability 0; the sampling rule divides by q(ŷ)")
+            else:
+                proposed += len(tokens)
+    return cases, proposed
+
+
+def check_own_drafter(drafter_class) -> None:
+    """drafter_class(vocab_size) -> a Drafter. Its proposals must be well formed (at most τ tokens, q rows that are
+    distributions giving their token a positive probability), and speculative decoding with it must reproduce the
+    target's greedy output exactly, with and without a cache, at τ = 1, 3, 5; a sampling run must work too."""
+    from .speculative import speculative_generate
+
+    failures, total, drafted, accepted, proposed = [], 0, 0, 0, 0
+    repeating = [5, 9, 3, 7, 5, 9, 3, 11, 5, 9]
+    for seed in range(3):
+        target = tiny_llama(seed, peaked=2.0)
+        vocab = target.config.vocab_size
+        drafter = _call(drafter_class, vocab)
+        label = f"model #{seed}"
+        random_prompt = torch.randint(2, vocab, (8,), generator=torch.Generator().manual_seed(900 + seed)).tolist()
+        own = autoregressive_generate(target, [3, 4], 14).tokens  # the target's own text: it often repeats itself
+        before = len(failures)
+        cases, tokens = _check_drafter_proposals(drafter, vocab, [repeating, random_prompt, [3, 4] + own, [7]], label,
+                                                 failures)
+        total, proposed = total + cases, proposed + tokens
+        if len(failures) > before:
+            continue
+        for prompt in (repeating, [3, 4] + own[:6]):
+            expected = autoregressive_generate(target, prompt, 20).tokens
+            for tau, use_cache in ((1, True), (3, True), (5, True), (3, False)):
+                total += 1
+                where = f"{label}, prompt {prompt[:6]}…, tau={tau}, cache {'on' if use_cache else 'off'}"
+                result = _attempt(failures, where, speculative_generate, target, drafter, torch.tensor([prompt]), 20,
+                                  tau=tau, use_cache=use_cache)
+                if result is _FAILED:
+                    continue
+                if result.tokens != expected:
+                    at = next((i for i, (a, b) in enumerate(zip(result.tokens, expected)) if a != b),
+                              min(len(result.tokens), len(expected)))
+                    failures.append(f"{where}: the output differs from the target's greedy output at token {at}")
+                    continue
+                drafted += result.drafted
+                accepted += sum(s.n_accepted for s in result.steps)
+        total += 1
+        where = f"{label}, sampling rule"
+        _attempt(failures, where, speculative_generate, target, drafter, torch.tensor([repeating]), 12, tau=3,
+                 rule="sampling", temperature=1.0, seed=seed)
+    if not failures and proposed + drafted == 0:
+        failures.append("your drafter never proposed a token: a step then verifies nothing (correct, but no drafter)")
+        total += 1
+    _all_cases(getattr(drafter_class, "__name__", "your drafter"), failures, total,
+               f"your drafter keeps the target's greedy output on 3 tiny models (τ = 1, 3, 5, cache on and off), its "
+               f"proposals are well formed, and sampling runs; in the greedy runs the target accepted {accepted} of its "
+               f"{drafted} drafts")

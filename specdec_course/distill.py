@@ -303,7 +303,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the data file written by 'data', read by 'train'")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help=f"where the draft's weights and card go (default build/draft; {DRAFT_DIR} holds the shipped one)")
-    parser.add_argument("--prompts", type=int, default=None, help="use only the first N prompts of the split")
+    parser.add_argument("--prompts", type=int, default=None,
+                        help="data: use only the first N prompts of the split; answers: answer N more requests; "
+                             "head: learn from the first N answers only")
     parser.add_argument("--split", default="train", choices=list(SPLITS), help="which prompts 'data' answers")
     parser.add_argument("--sample-temperatures", type=float, nargs="*", default=None,
                         help="after the greedy answer, one more sampled answer per prompt at each of these temperatures "
@@ -537,7 +539,7 @@ def _train_feature_head(args, parser, answers_file: Path, device) -> int:
     if not all(0 < f <= 1 for f in args.fractions):
         parser.error(f"--fractions must lie in (0, 1], got {args.fractions}")
     target, tokenizer = load_target(device=device)
-    sequences, prompt_lengths = answers["sequences"], answers["prompt_lengths"]
+    sequences, prompt_lengths = answers["sequences"][: args.prompts], answers["prompt_lengths"][: args.prompts]
     start = time.perf_counter()
     features, labels = target_features(target, sequences)
     feature_seconds = time.perf_counter() - start
@@ -563,7 +565,7 @@ def _train_feature_head(args, parser, answers_file: Path, device) -> int:
         print(f"{count} answers ({tokens} answer tokens): α by depth {runs[-1]['alpha_by_depth']} on {len(eval_prompts)} eval prompts")
     out = args.out if args.out != DEFAULT_OUT else Path("build") / "head"
     head.save(out)
-    info = {"answers_file": str(answers_file.name), "answers": len(sequences), "vocab_subset": len(token_ids),
+    info = {"answers_file": str(answers_file.name), "answers": len(sequences), "answers_in_file": len(answers["sequences"]), "vocab_subset": len(token_ids),
             "subset_coverage": round(coverage, 4), "depth": args.depth, "steps": args.steps,
             "train_batch": args.train_batch or 8, "max_length": min(args.max_length, 128), "lr": lr, "seed": args.seed,
             "parameters": sum(p.numel() for p in head.parameters()), "feature_seconds": round(feature_seconds, 1),
@@ -578,11 +580,14 @@ def _train_feature_head(args, parser, answers_file: Path, device) -> int:
 
 def head_card(info: dict) -> str:
     """The feature head's model card: its shape, data, and α per draft depth against the amount of data."""
-    rows = "\n".join(f"| {r['answers']} | {r['answer_tokens']} | " + " | ".join(f"{a:.3f}" for a in r["alpha_by_depth"])
-                     + f" | {r['alpha']:.3f} | {r['train_seconds']:.0f} s |" for r in info["runs"])
     depths = max(len(r["alpha_by_depth"]) for r in info["runs"])
+    rows = "\n".join(f"| {r['answers']} | {r['answer_tokens']} | "
+                     + " | ".join(f"{a:.3f}" for a in r["alpha_by_depth"] + [float("nan")] * (depths - len(r["alpha_by_depth"])))
+                     + f" | {r['alpha']:.3f} | {r['train_seconds']:.0f} s |" for r in info["runs"]).replace("nan", "–")
     header = "| answers | answer tokens | " + " | ".join(f"α depth {d}" for d in range(1, depths + 1)) + " | α | training |"
     rule = "|---" * (depths + 4) + "|"
+    in_file = info.get("answers_in_file", info["answers"])
+    answers = f"all {in_file}" if info["answers"] == in_file else f"the first {info['answers']} of the {in_file}"
     return f"""# specdec-course feature head for SmolLM2-135M-Instruct
 
 A draft head over the target's own features (`specdec_course/drafters/feature_head.py`): fc over [token embedding;
@@ -593,11 +598,13 @@ read from the target. Load it with `specdec_course.drafters.load_feature_head(ta
 
 Trained with training-time test to depth {info['depth']} (deeper inputs are the head's own guesses of the feature),
 {info['steps']} steps of {info['train_batch']} crops of up to {info['max_length']} positions, AdamW lr {info['lr']},
-seed {info['seed']}, on {info['device']}, on the target's greedy answers in `{info['answers_file']}`.
+seed {info['seed']}, on {info['device']}, on {answers} of the target's greedy answers in
+`specdec_course/data/{info['answers_file']}`.
 
 α at each draft depth (of the steps that reached a depth, the share accepted), greedy, τ = {info['eval_tau']}, measured
 on the first {info['eval_prompts']} prompts of the eval split (written independently of the training requests), for
-heads trained on the first part of the answers:
+heads trained on the first part of the answers (a depth that few steps reached is a rough estimate; – : no step
+reached it):
 
 {header}
 {rule}

@@ -258,6 +258,74 @@ def distillation_loss(fn) -> None:
             _fail(f"hidden case {n} positions, vocabulary {vocab}: expected {expected:.4f}, got {got}")
 
 
+# --------------------------------------------------------------------------- 09
+def find_continuation(fn) -> None:
+    rng = random.Random(909)
+    for case in range(150):
+        alphabet = rng.randint(2, 5)
+        tokens = [rng.randrange(alphabet) for _ in range(rng.randint(0, 25))]
+        tau, max_ngram = rng.randint(0, 6), rng.randint(1, 4)
+        problem = _checks()._continuation_failure(fn, tokens, tau, max_ngram)
+        if problem:
+            _fail(f"hidden case {case}: {problem}")
+
+
+def drafter_speedup(fn) -> None:
+    curves = {"jump at 5": {k: 1.0 if k < 5 else 1.6 for k in range(1, 18)},
+              "GPU-like": {k: 1 + 0.01 * (k - 1) for k in range(1, 18)}}
+    for name, curve in curves.items():
+        for alpha in (0.15, 0.6, 0.95, 1.0):
+            for c in (0.01, 0.3, 1.2):
+                for tau in (2, 4, 16):
+                    expected = _checks()._speedup(alpha, c, tau, curve)
+                    got = _checks()._call(fn, alpha, c, tau, dict(curve))
+                    if not _close(got, expected):
+                        _fail(f"hidden case {name} T(k), α={alpha}, c={c}, τ={tau}: expected {expected:.4f}, got {got}")
+
+
+def choose_drafter(fn) -> None:
+    table = {"big draft": {"alpha": 0.8, "c": 0.3, "memory_mb": 300}, "tiny draft": {"alpha": 0.5, "c": 0.03, "memory_mb": 12},
+             "self copy": {"alpha": 1.0, "c": 0.6, "memory_mb": 90}, "lookup": {"alpha": 0.1, "c": 0.001, "memory_mb": 0},
+             "too slow": {"alpha": 0.9, "c": 1.5, "memory_mb": 5}}
+    curves = {"jump at 5": {k: 1.0 if k < 5 else 1.6 for k in range(1, 18)},
+              "GPU-like": {k: 1 + 0.01 * (k - 1) for k in range(1, 18)}}
+    for name, curve in curves.items():
+        for memory_mb, max_step in ((None, None), (10, None), (100, None), (None, 1.1), (400, 1.9), (1, 0.5)):
+            for max_tau in (3, 12):
+                options = _checks()._drafter_options(table, curve, memory_mb, max_step, max_tau)
+                best = max(options, key=options.get)
+                got = _checks()._call(fn, {k: dict(v) for k, v in table.items()}, dict(curve), memory_mb=memory_mb,
+                                      max_step=max_step, max_tau=max_tau)
+                try:
+                    choice = (str(got[0]), int(got[1]))
+                except (TypeError, ValueError, IndexError):
+                    choice = None
+                if choice not in options or options[choice] < options[best] - 1e-9:
+                    _fail(f"hidden case {name} T(k), memory_mb={memory_mb}, max_step={max_step}, max_tau={max_tau}: "
+                          f"expected {best} ({options[best]:.2f}x), got {got!r}")
+
+
+def own_drafter(drafter_class) -> None:
+    import torch
+
+    from .generation import autoregressive_generate
+    from .models import tiny_llama
+    from .speculative import speculative_generate
+
+    for seed, vocab in ((40, 100), (41, 40)):
+        target = tiny_llama(seed, vocab_size=vocab, peaked=3.0)
+        drafter = _checks()._call(drafter_class, vocab)
+        own = autoregressive_generate(target, [1], 20).tokens
+        for prompt in ([2], [1] + own, [3, 3, 3, 3]):
+            expected = autoregressive_generate(target, prompt, 30).tokens
+            for tau, kind in ((8, "static"), (2, "dynamic")):
+                result = _checks()._call(speculative_generate, target, drafter, torch.tensor([prompt]), 30, tau=tau,
+                                         cache_kind=kind)
+                if result.tokens != expected:
+                    _fail(f"hidden model #{seed} (vocabulary {vocab}), prompt of {len(prompt)} tokens, τ={tau}, {kind} "
+                          "cache: the output differs from the target's greedy output")
+
+
 HIDDEN = {
     "00_autoregressive_generation": {"c04": ("greedy_next_token", greedy_next_token, 1),
                                      "c07": ("greedy_generate", greedy_generate, 1)},
@@ -274,6 +342,10 @@ HIDDEN = {
     "07_control_and_production": {"s0707": ("token_gaps", token_gaps, 1)},
     "08_training_a_draft_model": {"c07": ("expected_tokens_per_step", expected_tokens_per_step, 1),
                                   "c10": ("distillation_loss", distillation_loss, 1)},
+    "09_choosing_a_drafter": {"s0904": ("find_continuation", find_continuation, 1),
+                              "s0907": ("drafter_speedup", drafter_speedup, 1),
+                              "s0910": ("choose_drafter", choose_drafter, 1),
+                              "s0913": ("ContextBigramDrafter", own_drafter, 1)},
 }
 
 

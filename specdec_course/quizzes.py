@@ -229,11 +229,46 @@ QUIZZES: dict[str, list[Question]] = {
            "More varied training data"],
           2, "The draft memorised its training answers; it needs more varied text to generalise."),
     ],
+    "09": [
+        Q("Prompt lookup proposes ŷ with q(ŷ) = 1. Under the sampling rule, with what probability is that draft "
+          "accepted?",
+          ["Always: the proposal is certain, so p/q is never compared",
+           "With probability p(ŷ), the target's own probability of ŷ",
+           "Never: a one-hot q forces the loop back to greedy decoding"],
+          1, "min(1, p(ŷ)/q(ŷ)) = p(ŷ). After a rejection the correction comes from p with ŷ removed and renormalised, "
+             "so ŷ is output with probability p(ŷ) and every other token y with probability p(y)."),
+        Q("Prompt lookup makes one prompt much faster and another hardly at all. What differs between them?",
+          ["The machine's T(k) curve, which changes with the prompt's length and its vocabulary",
+           "The target's temperature, which prompt lookup needs to be exactly zero",
+           "How much of the answer repeats text already in the context"],
+          2, "It can only propose what already occurred: summaries and rewrites copy long stretches, open questions do not."),
+        Q("The target's 4-bit copy agrees with it on nearly every token and costs c = 0.5. Even with α = 1 and free "
+          "verification (T(k) = T(1)), its speedup stays...",
+          ["below 2x, however large τ is", "near 5x at τ = 8, since every draft is kept",
+           "unbounded, since α = 1 keeps every draft"],
+          0, "(τ + 1) / (τ · 0.5 + 1) < 2 for every τ: each drafted token costs half a target pass."),
+        Q("Why does the target's quantized copy agree with the target so much more often than the small draft model?",
+          ["It was distilled on far more of the target's own answers than the small draft",
+           "It has the same weights, rounded to a grid they already lay on",
+           "It reads the target's hidden states from every verification pass"],
+          1, "SmolLM2's weights came from a 4-bit file: the copy holds the same numbers and differs only in arithmetic."),
+        Q("In two-level drafting, what does the small draft model do?",
+          ["It proposes tokens that the quantized copy verifies in one pass",
+           "It verifies the quantized copy's tokens before the target does",
+           "It replaces the target's verification when both levels agree"],
+          0, "Speculation inside the draft: the copy checks several cheap guesses in one pass and hands the target its "
+             "own tokens, so α against the target is the copy's."),
+        Q("A drafter sits in the grey region of the α-c plane, below the 1.0 contour. What does that mean?",
+          ["Its output is no longer the target's own greedy output, token for token",
+           "No τ is predicted to make decoding faster than the target alone",
+           "Its α was measured on too few prompts for the point to be trusted"],
+          1, "The contours are the cost model's best speedup over τ for your T(k). Every drafter stays lossless."),
+    ],
 }
 
 
 def quiz_for(notebook: str) -> Quiz:
-    """The quiz of notebook ``notebook`` ("00" … "08")."""
+    """The quiz of notebook ``notebook`` ("00" … "09")."""
     if notebook not in QUIZZES:
         raise ValueError(f"no quiz for notebook {notebook!r}; there are quizzes for {', '.join(QUIZZES)}")
     return Quiz(f"Notebook {notebook}", QUIZZES[notebook])

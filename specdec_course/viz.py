@@ -239,3 +239,81 @@ def plot_cycle(step, tokenizer, prefix_ids, ax=None, context_shown: int = 3):
     ax.set_title(f"one cycle: {n} of {tau} drafts accepted, then the target's {kind}: {n + 1} tokens for one target pass",
                  fontsize=9)
     return ax
+
+
+# ---- notebook 09: drafters on the α-c plane
+
+def _curve(cost_curve: dict) -> dict:
+    curve = {int(k): float(v) for k, v in cost_curve.items()}
+    if 1 not in curve or len(curve) < 2:
+        raise ValueError("cost_curve must give T(k)/T(1) for k = 1 and at least one k > 1, e.g. {1: 1.0, 2: 1.1, ...}")
+    return curve
+
+
+def best_speedup(alpha: float, c: float, cost_curve: dict, taus=None) -> tuple[float, int]:
+    """The cost model's best predicted speedup at one point of the α-c plane, and the τ that gives it:
+    max over τ of E(α, τ) / (τ·c + T(τ+1)/T(1)), with ``cost_curve`` = {k: T(k)/T(1)} as measured (only the τ whose
+    τ + 1 was measured are tried; ``taus`` restricts them further)."""
+    from .analysis import expected_speedup
+
+    curve = _curve(cost_curve)
+    candidates = [t for t in (taus if taus is not None else range(1, max(curve))) if t >= 1 and t + 1 in curve]
+    if not candidates:
+        raise ValueError(f"no τ to try: T(τ + 1) is measured for k = {sorted(curve)} only")
+    return max((expected_speedup(alpha, t, c, curve[t + 1]), t) for t in candidates)
+
+
+def speedup_grid(alphas, cs, cost_curve: dict, taus=None):
+    """``best_speedup`` at every point of a grid, as an array (len(alphas), len(cs)), computed for all points at once."""
+    import numpy as np
+
+    curve = _curve(cost_curve)
+    candidates = [t for t in (taus if taus is not None else range(1, max(curve))) if t >= 1 and t + 1 in curve]
+    if not candidates:
+        raise ValueError(f"no τ to try: T(τ + 1) is measured for k = {sorted(curve)} only")
+    a = np.asarray(alphas, dtype=float)[:, None]
+    c = np.asarray(cs, dtype=float)[None, :]
+    best = np.zeros((a.shape[0], c.shape[1]))
+    for tau in candidates:
+        tokens = np.where(a < 1, (1 - a ** (tau + 1)) / np.where(a < 1, 1 - a, 1.0), tau + 1.0)
+        best = np.maximum(best, tokens / (tau * c + curve[tau + 1]))
+    return best
+
+
+def plot_alpha_c_plane(cost_curve: dict, points=(), *, ax=None, taus=None, c_max: float | None = None,
+                       levels=(0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0), title: str | None = None):
+    """The α-c plane: contours of the best predicted speedup over τ (``best_speedup``) for the measured cost curve
+    T(k)/T(1), the region where no τ beats the target alone shaded, and each drafter placed at its measured (c, α).
+
+    ``points``: dicts with "label", "alpha", "c" and optionally "measured" (the speedup measured for it, added to its
+    label in the legend), "marker" (a matplotlib marker, "o" by default) and "hollow" (True: an open marker)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    curve = _curve(cost_curve)
+    points = list(points)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9.5, 4.6))
+    top = c_max if c_max is not None else max([0.8] + [1.15 * float(p["c"]) for p in points])
+    alphas = np.linspace(0.0, 1.0, 101)
+    cs = np.linspace(0.0, top, 81)
+    grid = speedup_grid(alphas, cs, curve, taus)
+    ax.contourf(cs, alphas, grid, levels=[0, 1.0], colors=["#e8e8e8"])
+    shown = sorted(level for level in levels if grid.min() < level < grid.max())
+    lines = ax.contour(cs, alphas, grid, levels=shown, colors="#555",
+                       linewidths=[1.8 if level == 1.0 else 0.8 for level in shown])
+    ax.clabel(lines, fmt=lambda v: f"{v:g}x", fontsize=7)
+    for index, p in enumerate(points):
+        colour = f"C{index % 10}"
+        text = p["label"] + (f": measured {p['measured']:.2f}x" if p.get("measured") is not None else "")
+        ax.plot(float(p["c"]), float(p["alpha"]), p.get("marker", "o"), color=colour, markersize=8,
+                markerfacecolor="none" if p.get("hollow") else colour, label=text)
+    if points:  # a legend beside the plane: labels written next to the points would collide where points crowd
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_xlim(-0.02 * top, top)
+    ax.set_ylim(0, 1.04)
+    ax.set_xlabel("c = drafting time per drafted token / target time per token")
+    ax.set_ylabel("α = acceptance rate per position")
+    ax.set_title(title or "the α-c plane: predicted speedup at the best τ (grey: slower than the target alone)",
+                 fontsize=9)
+    return ax
