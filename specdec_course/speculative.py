@@ -186,6 +186,8 @@ def speculative_generate(target, drafter, input_ids, max_new_tokens: int, *, tau
     capacity = max(ids.shape[1], draft_ids.shape[1]) + max_new_tokens + 1  # a step never reaches past the last new token
     target_cache = new_cache(target, cache_kind, capacity) if use_cache else None
     drafter.start(draft_ids, max_length=capacity, use_cache=use_cache, cache_kind=cache_kind)
+    # a drafter that reads the target's features gets them from the verification pass itself
+    hand_features = {"on_features": drafter.observe_features} if drafter.wants_features else {}
     calls = count_calls(target) if trace is not None else None
     sequence, draft_sequence, tokens, steps = ids, draft_ids, [], []
     start = clock.now()
@@ -204,7 +206,7 @@ def speculative_generate(target, drafter, input_ids, max_new_tokens: int, *, tau
             sync(ids.device)
             t1 = clock.now()
             p = verify(target, sequence, proposal.tokens, past_key_values=target_cache, temperature=temperature,
-                       on_features=drafter.observe_features if drafter.wants_features else None)
+                       **hand_features)
             sync(ids.device)
             t2 = clock.now()
 
