@@ -135,6 +135,13 @@ def make_data(target, prompts: list[torch.Tensor], *, eos_token_id: int, pad_tok
 
 
 # --------------------------------------------------------------------------- training
+def warmup_cosine(optimizer, steps: int):
+    """Learning rate: linear warm-up over the first 5% of ``steps``, then cosine decay to 0 (a LambdaLR)."""
+    warmup = max(1, steps // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
 def train_draft(data: dict, config=None, *, model=None, steps: int = 3000, batch_size: int = 32, lr: float = 3e-3,
                 seed: int = 0, device=None, init_embedding: torch.Tensor | None = None, prompt_weight: float = 0.1,
                 max_length: int | None = None, bf16: bool | None = None, progress: bool = True,
@@ -169,9 +176,7 @@ def train_draft(data: dict, config=None, *, model=None, steps: int = 3000, batch
         position[head.token_ids.cpu()] = torch.arange(len(head.token_ids))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    schedule = warmup_cosine(optimizer, steps)
     sequences, labels, prompt_lengths = data["tokens"], data["labels"], data["prompt_lengths"]
     generator = torch.Generator().manual_seed(seed)
     from .kernels import bf16_supported

@@ -393,15 +393,15 @@ def train_head(head: FeatureHead, features: list[torch.Tensor], sequences: list[
     [(step, loss, accuracy at depth 1 … depth)]."""
     from tqdm.auto import tqdm
 
+    from ..distill import warmup_cosine
+
     if not features:
         raise ValueError("no training sequences: give the target's answers (see `python -m specdec_course.distill head`)")
     position = torch.full((head.vocab_size,), -100, dtype=torch.long)
     position[head.token_ids.cpu()] = torch.arange(len(head.token_ids))
     trainable = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    schedule = warmup_cosine(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
     usable = [i for i, s in enumerate(sequences) if len(s) >= 2]
     head.train()
