@@ -39,7 +39,7 @@ lab-headless: setup
 TEST_WORKERS ?= 2
 test: setup chromium
 	SPECDEC_QUICK=1 $(PY) -m pytest -p no:cacheprovider tests notebooks solutions -n $(TEST_WORKERS) --dist loadfile \
-		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -q --durations=15
+		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -q --durations=40
 
 # tests/test_browser.py drives the system Chromium: installed here when missing and possible (root with apt-get)
 HAVE_CHROMIUM = command -v chromedriver >/dev/null && { command -v chromium || command -v chromium-browser || command -v google-chrome; } >/dev/null
