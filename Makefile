@@ -27,7 +27,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@$(PIP) --no-deps -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
-	@$(PY) -c 'from specdec_course.doctor import ready_line; print(ready_line())'
+	@$(PY) -c 'from specdec_course.course.doctor import ready_line; print(ready_line())'
 
 lab: setup
 	$(VENV)/bin/jupyter lab $(ROOTOK) --ServerApp.root_dir=$(CURDIR) $(FIRST)

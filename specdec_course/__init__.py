@@ -1,13 +1,15 @@
 """specdec_course: speculative decoding, built step by step on a real pretrained model."""
-from .kernels import KERNEL_PATHS, choose_kernels, column_major_output_layer, kernel_path, pass_times, use_kernels
-from .models import (attach_tokenizer, cache_dir, chat_prompt, check_pair, describe_machine,
-                     get_device, load_draft, load_pair, load_target, tiny_llama)
-from .generation import GenerationResult, autoregressive_generate, forward_time
+# the textbook loop: draft, verify, accept, correct (speculative_generate runs the four steps)
 from .draft import Draft, draft_tokens
 from .verify import verify, verify_logits
 from .accept import Acceptance, accept, consecutive_accepted
 from .correction import correction_token, residual
 from .speculative import SpecResult, StepTrace, speculative_generate
+# the models it runs on, and plain autoregressive decoding to compare with
+from .models import (attach_tokenizer, cache_dir, chat_prompt, check_pair, describe_machine,
+                     get_device, load_draft, load_pair, load_target, tiny_llama)
+from .generation import GenerationResult, autoregressive_generate, forward_time
+from .perf.kernels import KERNEL_PATHS, choose_kernels, column_major_output_layer, kernel_path, pass_times, use_kernels
 
 __all__ = [
     "Acceptance", "Draft", "SpecResult", "StepTrace", "accept", "consecutive_accepted", "correction_token", "draft_tokens",

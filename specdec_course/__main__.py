@@ -53,7 +53,7 @@ def _write_json(path, report: dict) -> None:
 
 
 def cmd_acceptance(args) -> int:
-    from .analysis import acceptance_report, format_report
+    from .perf.analysis import acceptance_report, format_report
     from .distill import load_prompts
     from .models import describe_machine, load_pair
 
@@ -73,8 +73,8 @@ def cmd_acceptance(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .benchmark import bench_prompts, format_kernel_report, kernel_benchmark
-    from .kernels import KERNEL_CHOICES
+    from .perf.benchmark import bench_prompts, format_kernel_report, kernel_benchmark
+    from .perf.kernels import KERNEL_CHOICES
     from .models import describe_machine, load_pair
 
     taus = args.taus or list(range(1, 9))
@@ -116,7 +116,7 @@ def cmd_bench(args) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from .viz import plot_speedup
+        from .course.viz import plot_speedup
 
         fig, axes = plt.subplots(1, len(report["blocks"]), figsize=(6.5 * len(report["blocks"]), 3.8), squeeze=False)
         for ax, block in zip(axes[0], report["blocks"]):
@@ -128,7 +128,7 @@ def cmd_bench(args) -> int:
 
 
 def _bench_drafters(args, target, draft, tokenizer, prompts, max_new, machine) -> int:
-    from .benchmark import default_drafters, drafter_benchmark, format_drafter_table
+    from .perf.benchmark import default_drafters, drafter_benchmark, format_drafter_table
 
     taus = args.taus or [2, 4, 6]
     drafters = default_drafters(target, draft)
@@ -148,7 +148,7 @@ def _bench_drafters(args, target, draft, tokenizer, prompts, max_new, machine) -
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from .viz import plot_drafters
+        from .course.viz import plot_drafters
 
         fig, ax = plt.subplots(figsize=(7.5, 4.0))
         plot_drafters(report, ax, title=f"{report['split'] or 'given'} prompts, {max_new} tokens each")
@@ -159,7 +159,7 @@ def _bench_drafters(args, target, draft, tokenizer, prompts, max_new, machine) -
 
 
 def cmd_exercises(args) -> int:
-    from .exercises import generate
+    from .course.exercises import generate
 
     report = generate(check=args.check)
     if args.check and report:
@@ -169,14 +169,14 @@ def cmd_exercises(args) -> int:
 
 
 def cmd_grade(args) -> int:
-    from .grading import grade
+    from .course.grading import grade
 
     grade(args.submissions, exercise=args.exercise, timeout=args.timeout, out=args.out)
     return 0
 
 
 def cmd_doctor(args) -> int:
-    from .doctor import main as doctor
+    from .course.doctor import main as doctor
 
     return doctor(model=not args.no_model)
 

@@ -67,3 +67,17 @@ def accept(p: torch.Tensor, q: torch.Tensor, draft_ids, *, rule: str = "textbook
         raise ValueError("every r must lie in [0, 1]")
     accepted = [pt >= qt or rt <= pt / qt for pt, qt, rt in zip(p_tok, q_tok, r)]
     return Acceptance(consecutive_accepted(accepted), accepted, p_tok, q_tok, r[:tau])
+
+
+def alpha_from_steps(steps) -> float:
+    """α estimated from steps: accepted drafts / drafts the rule looked at (each step looks at its n accepted drafts
+    and, when n < τ, the one it rejected). Under independence this is the maximum-likelihood estimate."""
+    accepted = sum(s.n_accepted for s in steps)
+    examined = sum(s.n_accepted + (s.n_accepted < s.tau) for s in steps)
+    return accepted / examined if examined else float("nan")
+
+
+def kept_fraction_of_steps(steps) -> float:
+    """κ of a run: accepted drafts / proposed drafts."""
+    drafted = sum(s.tau for s in steps)
+    return sum(s.n_accepted for s in steps) / drafted if drafted else float("nan")

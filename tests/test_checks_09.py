@@ -3,7 +3,7 @@ agree with the cost model. Tiny models and hand-made numbers only."""
 import pytest
 import torch
 
-from specdec_course import checks, hidden_checks
+from specdec_course.course import checks, hidden_checks
 from specdec_course.draft import Draft
 from specdec_course.drafters import Drafter, find_continuation as reference_continuation
 
@@ -156,15 +156,15 @@ def test_a_drafter_that_breaks_the_contract_is_caught():
 
 
 def test_best_speedup_is_the_cost_models_best_over_tau():
-    from specdec_course.analysis import expected_speedup
-    from specdec_course.viz import best_speedup
+    from specdec_course.perf.analysis import expected_speedup
+    from specdec_course.course.viz import best_speedup
 
     curve = {1: 1.0, 2: 1.1, 3: 1.3, 4: 1.35, 5: 1.6}
     for alpha, c in ((0.0, 0.0), (0.5, 0.1), (0.99, 0.55), (1.0, 0.02)):
         speedup, tau = best_speedup(alpha, c, curve)
         assert speedup == pytest.approx(max(expected_speedup(alpha, t, c, curve[t + 1]) for t in range(1, 5)))
         assert speedup == pytest.approx(expected_speedup(alpha, tau, c, curve[tau + 1]))
-    from specdec_course.viz import speedup_grid
+    from specdec_course.course.viz import speedup_grid
 
     alphas, cs = [0.0, 0.3, 0.9, 1.0], [0.0, 0.05, 0.7]
     grid = speedup_grid(alphas, cs, curve)
@@ -182,7 +182,7 @@ def test_the_alpha_c_plane_draws_contours_and_every_point():
     import matplotlib
 
     matplotlib.use("Agg")
-    from specdec_course.viz import plot_alpha_c_plane
+    from specdec_course.course.viz import plot_alpha_c_plane
 
     curve = {k: 1 + 0.08 * (k - 1) for k in range(1, 10)}
     points = [{"label": "copy", "alpha": 0.99, "c": 0.55, "measured": 1.3},

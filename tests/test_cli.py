@@ -123,7 +123,7 @@ def test_bench_rejects_a_bad_prompt_file_before_loading_models(tmp_path):
 
 
 def test_bench_default_prompts_are_the_evaluation_split():
-    from specdec_course.benchmark import bench_prompts
+    from specdec_course.perf.benchmark import bench_prompts
 
     assert bench_prompts() == sc_distill.load_prompts("eval")[:8]  # written independently, never trained on
 

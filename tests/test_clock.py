@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import specdec_course as sc
-from specdec_course import checks, clock
-from specdec_course.trace import analyse_trace
+from specdec_course.course import checks
+from specdec_course.perf import clock
+from specdec_course.perf.trace import analyse_trace
 
 from helpers import tiny_pair
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import specdec_course as sc
-from specdec_course import cost_model as cm
-from specdec_course.analysis import greedy_matches
-from specdec_course.policies import CostModelPolicy, FixedTau, GrowShrink, make_policy
+from specdec_course.perf import cost_model as cm
+from specdec_course.perf.analysis import greedy_matches
+from specdec_course.perf.policies import CostModelPolicy, FixedTau, GrowShrink, make_policy
 
 from helpers import tiny_pair
 

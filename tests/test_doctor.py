@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from specdec_course import doctor, models
+from specdec_course import models
+from specdec_course.course import doctor
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -155,7 +156,7 @@ def test_bad_device_override_fails(monkeypatch):
 
 
 def test_kernel_check_reports_times_and_warns_when_verification_is_dear(monkeypatch):
-    from specdec_course import kernels
+    from specdec_course.perf import kernels
 
     model = models.tiny_llama()
     monkeypatch.setattr(kernels, "current_pass_times", lambda m, ks, repeats: {1: 0.010, 5: 0.025})
@@ -167,7 +168,7 @@ def test_kernel_check_reports_times_and_warns_when_verification_is_dear(monkeypa
 
 
 def test_kernel_check_says_when_the_machine_is_busy(monkeypatch, tmp_path):
-    from specdec_course import kernels
+    from specdec_course.perf import kernels
 
     monkeypatch.setenv("SPECDEC_CACHE_DIR", str(tmp_path))
     model = models.tiny_llama()

@@ -10,7 +10,7 @@ import torch
 
 import specdec_course as sc
 from specdec_course import distill
-from specdec_course.analysis import greedy_agreement, summarize, PromptAcceptance
+from specdec_course.perf.analysis import greedy_agreement, summarize, PromptAcceptance
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -108,7 +108,7 @@ def test_transformers_assisted_generation_runs_with_a_sliced_draft_directly():
 
 @pytest.mark.parametrize("path", ["stock", "column-major-head", "onednn"])
 def test_speculative_greedy_with_a_sliced_draft_equals_the_target(path):
-    from specdec_course.kernels import available_paths
+    from specdec_course.perf.kernels import available_paths
 
     target = sc.tiny_llama(3, vocab_size=VOCAB, num_layers=3, peaked=2.0)
     draft = target_sliced_draft(target, 1, SUBSET)

@@ -345,8 +345,8 @@ def test_the_drafter_benchmark_runs_every_row_side_by_side(target, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from specdec_course.benchmark import drafter_benchmark, format_drafter_table
-    from specdec_course.viz import plot_drafters
+    from specdec_course.perf.benchmark import drafter_benchmark, format_drafter_table
+    from specdec_course.course.viz import plot_drafters
 
     model, tokenizer = target
     draft = sc.load_draft(target=model, verbose=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from specdec_course import checks, exercises
+from specdec_course.course import checks, exercises
 from specdec_course.generation import autoregressive_generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,7 +185,7 @@ def test_check_08_functions_catch_mistakes():
 
 
 def test_checks_06_07_catch_typical_mistakes_and_list_every_case(tmp_path):
-    from specdec_course import checks
+    from specdec_course.course import checks
 
     with pytest.raises(checks.CheckFailed, match="that is the kept fraction"):
         checks.check_alpha_from_steps(lambda steps: sum(n for _, n in steps) / sum(t for t, _ in steps))
@@ -216,7 +216,7 @@ def test_checks_06_07_catch_typical_mistakes_and_list_every_case(tmp_path):
     paths = checks.fault_traces(tmp_path)
     with pytest.raises(checks.CheckFailed, match="5 of 6 cases wrong"):
         checks.check_diagnose(lambda path: "none", paths)
-    from specdec_course.trace import analyse_trace
+    from specdec_course.perf.trace import analyse_trace
 
     checks.check_diagnose(lambda path: (analyse_trace(path).names or ["none"])[0], paths)
 
@@ -224,7 +224,7 @@ def test_checks_06_07_catch_typical_mistakes_and_list_every_case(tmp_path):
 def test_latency_summary_of_bursts():
     from types import SimpleNamespace
 
-    from specdec_course.latency import arrival_times, latency_summary, percentile
+    from specdec_course.perf.latency import arrival_times, latency_summary, percentile
 
     steps = [SimpleNamespace(draft_time=0.01, verify_time=0.03, emitted=[1, 2, 3]),
              SimpleNamespace(draft_time=0.01, verify_time=0.02, emitted=[4])]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from specdec_course import exercises, grading
+from specdec_course.course import exercises, grading
 from specdec_course.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,7 +212,7 @@ def test_tasks_come_from_the_released_check_cells():
 
 
 def test_every_hidden_check_follows_a_released_check_cell():
-    from specdec_course.hidden_checks import HIDDEN
+    from specdec_course.course.hidden_checks import HIDDEN
 
     for name, by_cell in HIDDEN.items():
         checks = {t.cell_id for t in grading.load_tasks(name) if t.kind == "check"}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import specdec_course as sc
-from specdec_course import clock, kernels
+from specdec_course.perf import clock, kernels
 from specdec_course.distill import load_prompts
 
 from conftest import first_mismatch_margin

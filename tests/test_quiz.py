@@ -1,6 +1,6 @@
 import pytest
 
-from specdec_course.quiz import LETTERS, Question, Quiz
+from specdec_course.course.quiz import LETTERS, Question, Quiz
 
 
 def _quiz():
@@ -49,7 +49,7 @@ def test_answer_index_must_exist():
 # ---- the course's own quizzes
 
 def _course_questions():
-    from specdec_course.quizzes import QUIZZES
+    from specdec_course.course.quizzes import QUIZZES
 
     return [(name, q) for name, questions in QUIZZES.items() for q in questions]
 
@@ -57,7 +57,7 @@ def _course_questions():
 def test_every_notebook_has_a_quiz_of_at_least_four_questions():
     from pathlib import Path
 
-    from specdec_course.quizzes import QUIZZES, quiz_for
+    from specdec_course.course.quizzes import QUIZZES, quiz_for
 
     notebooks = sorted(p.name[:2] for p in (Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert sorted(QUIZZES) == notebooks

@@ -5,7 +5,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from specdec_course import doctor
+from specdec_course.course import doctor
 
 ROOT = Path(__file__).resolve().parent.parent
 NOISE = ("would be ignored", "Editable installation", "Warning")

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import specdec_course as sc
-from specdec_course import clock, faults
-from specdec_course.trace import FINDINGS, analyse_trace, read_trace
+from specdec_course.perf import clock, faults
+from specdec_course.perf.trace import FINDINGS, analyse_trace, read_trace
 
 from helpers import tiny_pair
 

@@ -1,5 +1,5 @@
 import specdec_course as sc
-from specdec_course.viz import COLOURS, step_html, trace_html
+from specdec_course.course.viz import COLOURS, step_html, trace_html
 from helpers import tiny_pair
 import torch
 
@@ -26,7 +26,7 @@ def test_figures_draw_one_box_per_token_in_the_right_colours():
     from matplotlib.colors import to_hex
     from matplotlib.patches import FancyBboxPatch
 
-    from specdec_course.viz import plot_cycle, plot_drafting, plot_verification
+    from specdec_course.course.viz import plot_cycle, plot_drafting, plot_verification
 
     def boxes(ax):
         return [to_hex(p.get_facecolor()) for p in ax.patches if isinstance(p, FancyBboxPatch)]

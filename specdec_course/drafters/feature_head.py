@@ -113,7 +113,7 @@ class FeatureHead(torch.nn.Module):
         if target.config.vocab_size != self.vocab_size or target.config.hidden_size != self.hidden:
             raise ValueError(f"this head was made for a target with {self.vocab_size} tokens of width {self.hidden}; "
                              f"this target has {target.config.vocab_size} of width {target.config.hidden_size}")
-        from ..kernels import _output_linear
+        from ..perf.kernels import _output_linear
 
         embed = target.get_input_embeddings().weight.detach()
         out = _output_linear(target).weight.detach()  # rows by token id (column-major storage reads the same)
@@ -393,7 +393,7 @@ def train_head(head: FeatureHead, features: list[torch.Tensor], sequences: list[
     [(step, loss, accuracy at depth 1 … depth)]."""
     from tqdm.auto import tqdm
 
-    from ..distill import warmup_cosine
+    from ..draft_model import warmup_cosine
 
     if not features:
         raise ValueError("no training sequences: give the target's answers (see `python -m specdec_course.distill head`)")

@@ -26,7 +26,7 @@ import copy
 
 import torch
 
-from .. import clock
+from ..perf import clock
 
 GROUP = 32
 SCHEMES = ("int4", "int4-exact", "int8")
@@ -176,7 +176,7 @@ class RescoredHead(torch.nn.Module):
 
 
 def _plain_linears(model):
-    from ..kernels import _restore_stock
+    from ..perf.kernels import _restore_stock
 
     _restore_stock(model)  # back to nn.Linear everywhere (a oneDNN-packed copy is not needed here)
     found = []
@@ -318,7 +318,7 @@ def calibration_sequence(target, *, new_tokens: int = 48, seed: int = 0) -> tupl
 def predicted_speedup(alpha: float, c: float, taus=range(1, 9)) -> tuple[float, int]:
     """The cost model's best speedup E[tokens per step] / (1 + τ·c) over τ (verification priced as one target pass),
     with the τ that gives it."""
-    from ..cost_model import expected_tokens_per_step
+    from ..perf.cost_model import expected_tokens_per_step
 
     alpha = min(max(alpha, 0.0), 0.999)
     return max((expected_tokens_per_step(alpha, tau) / (1 + tau * c), tau) for tau in taus)

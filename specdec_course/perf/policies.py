@@ -14,12 +14,19 @@ from collections import deque
 from .cost_model import expected_tokens_per_step
 
 
+def check_tau(tau) -> int:
+    """``tau`` itself when it is a whole number ≥ 1 (draft tokens per step); else a clear TypeError or ValueError."""
+    if isinstance(tau, bool) or not isinstance(tau, int):
+        raise TypeError(f"tau (draft tokens per step) must be a whole number, got {tau!r}")
+    if tau < 1:
+        raise ValueError(f"tau (draft tokens per step) must be at least 1, got {tau}")
+    return tau
+
+
 class FixedTau:
     """τ drafts every step."""
 
     def __init__(self, tau: int):
-        from .speculative import check_tau
-
         self.tau = self.max_tau = check_tau(tau)
 
     def next_tau(self) -> int:

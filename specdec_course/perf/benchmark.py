@@ -3,18 +3,18 @@
 Every configuration decodes the same prompts in one run; the table gives tokens/s, the ratio to target-only greedy
 decoding (the course's loop with its cache), α and the kept fraction, tokens per target pass, the cost model's
 predicted speedup, and whether the output was identical to target greedy.
-``kernel_benchmark`` repeats this for each matrix-multiply path (``specdec_course.kernels``) on the same
+``kernel_benchmark`` repeats this for each matrix-multiply path (``specdec_course.perf.kernels``) on the same
 model objects, with the cost curve T(k)/T(1) of each path and transformers' ``generate`` on the stock
 path as the outside reference.
 """
 from __future__ import annotations
 
 from . import clock
-from .generation import autoregressive_generate, mismatch_margin
+from ..generation import autoregressive_generate, mismatch_margin
 from .kernels import DRAFT_KS
-from .models import chat_prompt
+from ..models import chat_prompt
 from .cost_model import alpha_from_steps, kept_fraction_of_steps
-from .speculative import speculative_generate
+from ..speculative import speculative_generate
 
 QUICK_PROMPTS, FULL_PROMPTS = 4, 8  # the first prompts of the split, in its order: never trained on, not picked by hand
 
@@ -22,7 +22,7 @@ QUICK_PROMPTS, FULL_PROMPTS = 4, 8  # the first prompts of the split, in its ord
 def bench_prompts(quick: bool = False, split: str = "eval") -> list[str]:
     """The benchmark's default prompts: the first 4 (quick) or 8 prompts of a split of the prompt set (default: the
     evaluation split, written independently of any training data)."""
-    from .distill import load_prompts
+    from ..distill import load_prompts
 
     return load_prompts(split)[: QUICK_PROMPTS if quick else FULL_PROMPTS]
 
@@ -349,9 +349,9 @@ def format_kernel_report(report: dict) -> str:
 def default_drafters(target, draft) -> dict:
     """The course's drafters for ``target``, by name: the draft model, the target's quantized copy (its form chosen by
     measurement), the two-level drafter over both, prompt lookup and the shipped feature head."""
-    from .drafters import ModelDrafter, PromptLookup, TwoLevelDrafter, quantized_copy
+    from ..drafters import ModelDrafter, PromptLookup, TwoLevelDrafter, quantized_copy
 
-    from .drafters.feature_head import HEAD_DIR, load_feature_head
+    from ..drafters.feature_head import HEAD_DIR, load_feature_head
 
     quantized = quantized_copy(target, "auto")
     drafters = {"draft model": ModelDrafter(draft), f"quantized self-draft ({quantized.quantization_scheme})": ModelDrafter(quantized),

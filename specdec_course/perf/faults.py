@@ -23,10 +23,10 @@ from contextlib import contextmanager
 
 import torch
 
-from . import speculative
-from .cache import cache_length
+from .. import speculative
+from ..cache import cache_length
 from .clock import added_cost
-from .draft import distribution
+from ..draft import distribution
 
 FAULTS = ("no_chat_template", "slow_draft", "token_by_token_verification", "slow_kernels", "stale_cache")
 
@@ -39,7 +39,7 @@ def check_fault(fault: str) -> str:
 
 def one_token_ms(model, repeats: int = 5) -> float:
     """Median ms of one cached one-token pass of ``model`` (after a 32-token prefix)."""
-    from .generation import forward_time
+    from ..generation import forward_time
 
     return 1000 * forward_time(model, 32, 1, repeats=repeats)
 
@@ -115,7 +115,7 @@ def injected(fault: str, target, draft):
 def broken_run(fault: str, target, draft, tokenizer, prompt: str, max_new_tokens: int = 48, *, tau=3, trace=None,
                **kwargs):
     """``speculative_generate`` on a chat ``prompt`` with ``fault`` injected (greedy, with caches)."""
-    from .models import chat_prompt
+    from ..models import chat_prompt
 
     check_fault(fault)
     ids = chat_prompt(tokenizer, prompt)
@@ -133,7 +133,7 @@ def lossless_check(target, input_ids, result, *, eos_token_id=None, reference=No
     {"identical", "position" of the first difference, "top2_margin" of the target's logits there}. A tiny margin
     (below about 1e-4) is a near-tie that rounding can flip; a large one is a bug. ``reference``: the target's greedy
     tokens for ``input_ids`` when already computed (at least as many as the result has), so they are not decoded again."""
-    from .generation import as_input_ids, autoregressive_generate, mismatch_margin
+    from ..generation import as_input_ids, autoregressive_generate, mismatch_margin
 
     ids = as_input_ids(input_ids, target)
     if reference is None or len(reference) < len(result.tokens):

@@ -54,7 +54,7 @@ def calibrate(target, draft, k: int, *, repeats: int = 3) -> dict:
     def times(model, ks):
         return {k: 1000 * s for k, s in current_pass_times(model, ks, prefix_length=32, repeats=repeats).items()}
 
-    from .drafters import as_drafter
+    from ..drafters.base import as_drafter
 
     target_ms = times(target, sorted({1, k}))
     model = as_drafter(draft).cost_model  # a drafter without a model of its own (prompt lookup) costs no passes
@@ -64,7 +64,7 @@ def calibrate(target, draft, k: int, *, repeats: int = 3) -> dict:
 def write_trace(path, result, *, target, draft, rule, policy, cache_kind, draft_prompt_length, max_new_tokens,
                 calibration: bool = True) -> None:
     """Write ``result`` (a ``SpecResult``) to ``path`` as JSON lines."""
-    from .drafters import as_drafter
+    from ..drafters.base import as_drafter
     from .kernels import kernel_path
 
     drafter = as_drafter(draft)

@@ -9,7 +9,7 @@ The scheme, one CSV row per learner × exercise × task (columns learner, exerci
 * every code cell tagged ``check`` in the released exercise (exercises/NAME.ipynb) is a task, named after the
   ``## Task N · Title`` heading above it; it is worth ``metadata.nbgrader.points`` (default 1) and passes when its
   ORIGINAL source (from the released exercise, whatever the learner made of it) runs without an error;
-* a hidden check (``specdec_course.hidden_checks``) runs right after its visible check, in the same kernel, and has a
+* a hidden check (``specdec_course.course.hidden_checks``) runs right after its visible check, in the same kernel, and has a
   row of its own, "Task N · Title (hidden check)";
 * free-text answers (markdown "YOUR ANSWER HERE" cells) are not auto-graded: a row with empty points, max_points 0
   and "manual: answered (N words)" or "manual: not answered";
@@ -112,7 +112,7 @@ def load_tasks(exercise: str, released: Path = RELEASED) -> list[Task]:
             grade_id = meta.get("nbgrader", {}).get("grade_id", f"check_{cell_id}")
             tasks.append(Task(name, grade_id, "check", cell_id, meta.get("nbgrader", {}).get("points", 1), text, section))
             if cell_id in hidden:
-                code = (f"from specdec_course import hidden_checks as _specdec_hidden\n"
+                code = (f"from specdec_course.course import hidden_checks as _specdec_hidden\n"
                         f"_specdec_hidden.run({exercise!r}, {cell_id!r}, globals())")
                 tasks.append(Task(f"{name} (hidden check)", f"hidden_{cell_id}", "hidden", cell_id, hidden[cell_id][2],
                                   code, section))
@@ -249,7 +249,7 @@ def prepare(submitted: dict, tasks: list[Task], allowed: list[str], log: str) ->
 
 
 def _kernel_env(tmp: Path) -> dict:
-    from .models import cache_dir
+    from ..storage import cache_dir
 
     env = dict(os.environ)
     for name, sub in (("HOME", "home"), ("IPYTHONDIR", "home/.ipython"), ("JUPYTER_RUNTIME_DIR", "home/runtime"),
@@ -415,7 +415,7 @@ def grade_submission(sub: Submission, timeout: float, released: Path = RELEASED,
     before = _snapshot(guard_folder) if guard_folder else {}
     with tempfile.TemporaryDirectory(prefix="specdec-grade-") as name:
         tmp = Path(name).resolve()
-        from .models import cache_dir
+        from ..storage import cache_dir
 
         log = tmp / "blocked.jsonl"
         allowed = [str(tmp / sub) for sub in ("work", "home", "tmp")] + [str(cache_dir()), "/dev/null"]

@@ -254,7 +254,7 @@ def best_speedup(alpha: float, c: float, cost_curve: dict, taus=None) -> tuple[f
     """The cost model's best predicted speedup at one point of the α-c plane, and the τ that gives it:
     max over τ of E(α, τ) / (τ·c + T(τ+1)/T(1)), with ``cost_curve`` = {k: T(k)/T(1)} as measured (only the τ whose
     τ + 1 was measured are tried; ``taus`` restricts them further)."""
-    from .analysis import expected_speedup
+    from ..perf.analysis import expected_speedup
 
     curve = _curve(cost_curve)
     candidates = [t for t in (taus if taus is not None else range(1, max(curve))) if t >= 1 and t + 1 in curve]

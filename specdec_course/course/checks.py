@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from .generation import autoregressive_generate
-from .models import tiny_llama
+from ..generation import autoregressive_generate
+from ..models import tiny_llama
 
 
 class CheckFailed(AssertionError):
@@ -143,7 +143,7 @@ def check_greedy_generate(fn) -> None:
 # --------------------------------------------------------------------------- exercise 08
 def check_draft_agreement(fn) -> None:
     """fn(draft, input_ids, target_tokens) -> fraction of target tokens the draft's argmax predicts (teacher forcing)."""
-    from .analysis import greedy_agreement
+    from ..perf.analysis import greedy_agreement
 
     failures, total = [], 0
     for seed, model, prompt in _cases(4):
@@ -162,7 +162,7 @@ def check_draft_agreement(fn) -> None:
 
 def check_expected_tokens(fn) -> None:
     """fn(alpha, tau) -> (1 − α^{τ+1}) / (1 − α)."""
-    from .cost_model import expected_tokens_per_step
+    from ..perf.cost_model import expected_tokens_per_step
 
     failures, total = [], 0
     for alpha in (0.0, 0.3, 0.5, 0.8, 0.99, 1.0):
@@ -204,7 +204,7 @@ def _pair_cases(n: int = 4):
 
 def check_draft_tokens(fn) -> None:
     """fn(draft, input_ids, tau) -> list of τ greedy draft tokens."""
-    from .draft import draft_tokens
+    from ..draft import draft_tokens
 
     failures, total = [], 0
     for seed, _, draft, prompt in _pair_cases():
@@ -226,7 +226,7 @@ def check_draft_tokens(fn) -> None:
 
 def check_verify(fn) -> None:
     """fn(target, input_ids, draft_ids) -> (τ+1, vocab) target probabilities, from ONE forward pass."""
-    from .verify import verify
+    from ..verify import verify
 
     failures, total = [], 0
     for seed, target, draft, prompt in _pair_cases():
@@ -254,7 +254,7 @@ def check_verify(fn) -> None:
 
 def check_textbook_accept(fn) -> None:
     """fn(p_tokens, q_tokens, r) -> n, the number of consecutively accepted drafts."""
-    from .accept import consecutive_accepted
+    from ..accept import consecutive_accepted
 
     cases = [([0.8, 0.5, 0.1, 0.6, 0.9], [0.6, 0.7, 0.4, 0.3, 0.5], [0.9, 0.6, 0.3, 0.1, 0.2]),
              ([0.2, 0.9], [0.4, 0.1], [0.6, 0.0]), ([0.3, 0.3, 0.3], [0.3, 0.6, 0.9], [1.0, 0.5, 0.0]),
@@ -323,7 +323,7 @@ def check_sequence_after_step(fn) -> None:
 def check_speculative_loop(fn) -> None:
     """fn(target, draft, input_ids, max_new_tokens, tau) -> (tokens, target_passes): greedy speculative decoding that
     must return exactly the target's greedy tokens, with one target pass per step."""
-    from .speculative import speculative_generate
+    from ..speculative import speculative_generate
 
     failures, total = [], 0
     for seed, target, draft, prompt in _pair_cases():
@@ -360,8 +360,8 @@ def check_loop_on_real_pair(fn, target, draft, tokenizer, prompt: str = "What ar
                             max_new_tokens: int = 24, tau: int = 3) -> None:
     """Run the learner's loop on the real pair and compare with the target's own greedy output. A mismatch is
     reported with the target's top-2 logit margin there, so a near-tie is never taken for a bug."""
-    from .generation import mismatch_margin
-    from .models import chat_prompt
+    from ..generation import mismatch_margin
+    from ..models import chat_prompt
 
     ids = chat_prompt(tokenizer, prompt)
     got = _call(fn, target, draft, ids, max_new_tokens, tau)
@@ -478,7 +478,7 @@ def check_cache_step(fn, model=None) -> None:
 # --------------------------------------------------------------------------- exercise 06
 def check_kept_fraction(fn) -> None:
     """fn(alpha, tau) -> κ = α (1 − α^τ) / ((1 − α) τ), the kept fraction under independent positions."""
-    from .cost_model import kept_fraction
+    from ..perf.cost_model import kept_fraction
 
     failures, total = [], 0
     for alpha in (0.0, 0.25, 0.5, 0.9, 1.0):
@@ -509,7 +509,7 @@ def check_alpha_from_steps(fn) -> None:
 
 
 def _reference_choice(target_ms: dict, draft_ms: float, alpha: float, max_tau: int) -> tuple[int, dict]:
-    from .cost_model import Costs, expected_tokens_per_step
+    from ..perf.cost_model import Costs, expected_tokens_per_step
 
     costs = Costs(target_ms, draft_ms)
     scores = {t: costs.speedup(expected_tokens_per_step(alpha, t), t) for t in range(1, max_tau + 1)}
@@ -536,7 +536,7 @@ def check_choose_tau(fn) -> None:
 
 def check_measured_costs(fn, model) -> dict:
     """fn(model, ks) -> {k: ms of one cached pass over k new tokens}; checked for shape and against a fresh T(1)."""
-    from .generation import forward_time
+    from ..generation import forward_time
 
     ks = [1, 2, 4, 8]
     got = _call(fn, model, ks)
@@ -556,7 +556,7 @@ def check_measured_costs(fn, model) -> dict:
 
 def check_time_split(fn, trace_path) -> None:
     """fn(trace_path) -> (draft share, verify share) of the run's total time."""
-    from .trace import analyse_trace
+    from ..perf.trace import analyse_trace
 
     numbers = analyse_trace(trace_path).numbers
     got = _call(fn, trace_path)
@@ -579,7 +579,7 @@ def check_grow_shrink(policy_class) -> None:
     """policy_class(start) -> an object with next_tau(), update(step), max_tau: the grow/shrink rule (+2 / −1, ≥ 1)."""
     from types import SimpleNamespace
 
-    from .speculative import speculative_generate
+    from ..speculative import speculative_generate
 
     failures, total = [], 0
     for start, outcomes in ((5, [0, 0, 3, 5, 0, 0, 0, 0, 0, 0]), (1, [1, 3, 0, 5, 7, 0])):
@@ -635,7 +635,7 @@ def check_token_gaps(fn) -> None:
 
 def check_capped_tau(fn) -> None:
     """fn(target_ms, draft_ms, alpha, max_step_ms, max_tau) -> fastest τ whose step τ·d + T(τ+1) fits; 1 if none does."""
-    from .cost_model import Costs, expected_tokens_per_step
+    from ..perf.cost_model import Costs, expected_tokens_per_step
 
     target_ms = {k: 30.0 * (1 + 0.05 * (k - 1)) for k in range(1, 14)}
     failures, total = [], 0
@@ -656,12 +656,12 @@ def fault_traces(folder) -> dict:
     """{fault name or "healthy": trace path} for each fault of ``faults.FAULTS``, on tiny models (a few seconds)."""
     from pathlib import Path
 
-    from . import clock, faults
-    from .speculative import speculative_generate
+    from ..perf import clock, faults
+    from ..speculative import speculative_generate
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    from .models import noisy_copy
+    from ..models import noisy_copy
 
     target = tiny_llama(0, vocab_size=64, peaked=2.0)
     draft = noisy_copy(target, 0.1, seed=1)  # usually, not always, right
@@ -724,7 +724,7 @@ def _continuation(tokens, tau, max_ngram, *, oldest=False, shortest_first=False)
 
 def _continuation_failure(fn, tokens, tau, max_ngram) -> str | None:
     """None if ``fn`` gives the reference continuation, else what went wrong (with the likely mistake named)."""
-    from .drafters import find_continuation as reference
+    from ..drafters import find_continuation as reference
 
     expected = reference(list(tokens), tau, max_ngram=max_ngram)
     got = _call(fn, list(tokens), tau, max_ngram=max_ngram)
@@ -772,7 +772,7 @@ COST_CURVES = {  # T(k)/T(1) for k = 1 … 9
 
 def _speedup(alpha, c, tau, curve) -> float:
     """The cost model's speedup for a drafter at (α, c) and τ, costs in units of T(1)."""
-    from .cost_model import Costs, expected_tokens_per_step
+    from ..perf.cost_model import Costs, expected_tokens_per_step
 
     return Costs(curve, c).speedup(expected_tokens_per_step(alpha, tau), tau)
 
@@ -780,7 +780,7 @@ def _speedup(alpha, c, tau, curve) -> float:
 def check_drafter_speedup(speedup_fn, best_tau_fn) -> None:
     """speedup_fn(alpha, c, tau, cost_curve) -> E(α, τ) / (τ·c + T(τ+1)/T(1)); best_tau_fn(alpha, c, cost_curve,
     max_tau) -> the τ in 1 … max_tau with the largest predicted speedup. Compared with ``cost_model.Costs``."""
-    from .cost_model import expected_tokens_per_step
+    from ..perf.cost_model import expected_tokens_per_step
 
     failures, total = [], 0
     for name, curve in COST_CURVES.items():
@@ -926,7 +926,7 @@ def check_own_drafter(drafter_class) -> None:
     """drafter_class(vocab_size) -> a Drafter. Its proposals must be well formed (at most τ tokens, q rows that are
     distributions giving their token a positive probability), and speculative decoding with it must reproduce the
     target's greedy output exactly, with and without a cache, at τ = 1, 3, 5; a sampling run must work too."""
-    from .speculative import speculative_generate
+    from ..speculative import speculative_generate
 
     failures, total, drafted, accepted, proposed = [], 0, 0, 0, 0
     repeating = [5, 9, 3, 7, 5, 9, 3, 11, 5, 9]

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .generation import as_input_ids, autoregressive_generate
+from ..generation import as_input_ids, autoregressive_generate
 
 
 @dataclass
@@ -50,7 +50,7 @@ def greedy_agreement(draft, input_ids, target_tokens: list[int]) -> int:
 
 
 def measure_prompt(target, draft, tokenizer, prompt: str, max_new_tokens: int) -> PromptAcceptance:
-    from .models import chat_prompt
+    from ..models import chat_prompt
 
     ids = chat_prompt(tokenizer, prompt)
     target_run = autoregressive_generate(target, ids, max_new_tokens, eos_token_id=tokenizer.eos_token_id)

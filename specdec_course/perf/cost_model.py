@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from ..accept import alpha_from_steps, kept_fraction_of_steps  # noqa: F401 (statistics of a run's steps)
 from . import clock
 
 
@@ -57,20 +58,6 @@ def alpha_from_kept_fraction(kappa: float, tau: int) -> float:
         middle = (low + high) / 2
         low, high = (middle, high) if kept_fraction(middle, tau) < kappa else (low, middle)
     return (low + high) / 2
-
-
-def alpha_from_steps(steps) -> float:
-    """α estimated from steps: accepted drafts / drafts the rule looked at (each step looks at its n accepted drafts
-    and, when n < τ, the one it rejected). Under independence this is the maximum-likelihood estimate."""
-    accepted = sum(s.n_accepted for s in steps)
-    examined = sum(s.n_accepted + (s.n_accepted < s.tau) for s in steps)
-    return accepted / examined if examined else float("nan")
-
-
-def kept_fraction_of_steps(steps) -> float:
-    """κ of a run: accepted drafts / proposed drafts."""
-    drafted = sum(s.tau for s in steps)
-    return sum(s.n_accepted for s in steps) / drafted if drafted else float("nan")
 
 
 def acceptance_profile(steps, max_depth: int | None = None, *, min_reached: int = 10) -> list[float]:
@@ -211,9 +198,9 @@ def draft_costs(target, draft, *, prefix_length: int = 96, taus=(1, 5), repeats:
     out of the CPU's caches), for two values of τ; the drafter's time per step is fitted as d₀ + τ·d.
     ``prefix``: the token ids (1, n) to draft after (default: ``prefix_length`` random ones; a drafter whose cost
     depends on the text, such as a two-level one, is better timed on real text)."""
-    from .cache import rollback
-    from .drafters import as_drafter
-    from .generation import sync
+    from ..cache import rollback
+    from ..drafters.base import as_drafter
+    from ..generation import sync
 
     drafter = as_drafter(draft)
     device = next(target.parameters()).device
@@ -267,7 +254,7 @@ def measure_costs(target, draft, ks=range(1, 10), *, prefix_length: int = 96, re
 
 
 def _drafter_label(draft) -> str:
-    from .drafters import as_drafter
+    from ..drafters.base import as_drafter
     from .kernels import kernel_path
 
     drafter = as_drafter(draft)

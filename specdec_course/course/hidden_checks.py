@@ -24,7 +24,7 @@ def _fail(message: str):
 
 
 def _case_models(seeds, vocab=(40, 72, 100)):
-    from .models import tiny_llama
+    from ..models import tiny_llama
     import torch
 
     for seed in seeds:
@@ -46,7 +46,7 @@ def greedy_next_token(fn) -> None:
 
 
 def greedy_generate(fn) -> None:
-    from .generation import autoregressive_generate
+    from ..generation import autoregressive_generate
 
     for seed, model, prompt in _case_models(range(30, 34)):
         for n in (2, 12):
@@ -58,7 +58,7 @@ def greedy_generate(fn) -> None:
 
 # --------------------------------------------------------------------------- 01, 02
 def draft_tokens(fn) -> None:
-    from .draft import draft_tokens as reference
+    from ..draft import draft_tokens as reference
 
     for seed, model, prompt in _case_models(range(40, 44)):
         for tau in (2, 8):
@@ -71,8 +71,8 @@ def draft_tokens(fn) -> None:
 def verify(fn) -> None:
     import torch
 
-    from .generation import autoregressive_generate
-    from .verify import verify as reference
+    from ..generation import autoregressive_generate
+    from ..verify import verify as reference
 
     for seed, model, prompt in _case_models(range(50, 54)):
         for tau in (1, 6):
@@ -125,8 +125,8 @@ def sequence_after_step(fn) -> None:
 
 
 def speculative_greedy(fn) -> None:
-    from .generation import autoregressive_generate
-    from .models import tiny_llama
+    from ..generation import autoregressive_generate
+    from ..models import tiny_llama
     import torch
 
     for seed in (60, 61, 62):
@@ -173,7 +173,7 @@ def cache_step(fn) -> None:
     import torch
     from transformers import DynamicCache
 
-    from .models import tiny_llama
+    from ..models import tiny_llama
 
     model = tiny_llama(70, peaked=2.0)
     gen = torch.Generator().manual_seed(70)
@@ -308,9 +308,9 @@ def choose_drafter(fn) -> None:
 def own_drafter(drafter_class) -> None:
     import torch
 
-    from .generation import autoregressive_generate
-    from .models import tiny_llama
-    from .speculative import speculative_generate
+    from ..generation import autoregressive_generate
+    from ..models import tiny_llama
+    from ..speculative import speculative_generate
 
     for seed, vocab in ((40, 100), (41, 40)):
         target = tiny_llama(seed, vocab_size=vocab, peaked=3.0)

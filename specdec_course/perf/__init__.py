@@ -1,0 +1,1 @@
+"""Performance tools: timing, kernel paths, the cost model, benchmarks, traces, τ policies, fault injection."""
