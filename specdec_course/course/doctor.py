@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent  # the repository, when the package is installed with -e
+ROOT = Path(__file__).resolve().parents[2]  # the repository, when the package is installed with -e
 NOTEBOOK_KERNEL = "python3"                    # the kernel every notebook's metadata names
 COURSE_EXTRAS = "course"                        # pyproject's optional dependencies for JupyterLab and the tests
 SLOW_VERIFICATION = 2.0                         # T(5)/T(1) above this: verifying 4 drafts costs > 2 plain steps

@@ -22,7 +22,7 @@ BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 STUB_CODE = ["# YOUR CODE HERE", "raise NotImplementedError()"]
 STUB_MARKDOWN = ["YOUR ANSWER HERE"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _source(cell) -> str:

@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RELEASED = ROOT / "exercises"
 NOTEBOOK = "(notebook)"
 COLUMNS = ["learner", "exercise", "task", "points", "max_points", "message"]
