@@ -11,6 +11,11 @@ product and gate and up into another, and a KV cache that is two preallocated te
                                                                   (q, k rows reordered: rope is one complex product)
                      h = h + down(silu(gate) · up)                where gate, up = split(gate_up(rmsnorm(h)))
     logits = head(rmsnorm(h))
+
+A pass over many tokens at once (the prompt) is another matter: the 4-bit kernels dequantize the weights again for every
+row, while the float32 product reads them once for all rows, so past some number of rows the target's own float
+weights are faster. ``float_from`` (None: never) is that number, measured by ``choose_float_from``; such passes run the
+target's own linear layers (shared, not copied) and leave the draft's keys and values a little closer to the target's.
 """
 from __future__ import annotations
 
@@ -108,6 +113,13 @@ class CompactLlama(torch.nn.Module):
             self.layers.append(block)
         self.head = make_linear(model.get_output_embeddings(), "head")
         self.intermediate = config.intermediate_size
+        self.qkv_order = order
+        # the model's own linear layers, for passes over many tokens; kept out of the module tree (shared, not copied)
+        self.__dict__["float_source"] = SimpleNamespace(
+            layers=[SimpleNamespace(q=l.self_attn.q_proj, k=l.self_attn.k_proj, v=l.self_attn.v_proj, o=l.self_attn.o_proj,
+                                    gate=l.mlp.gate_proj, up=l.mlp.up_proj, down=l.mlp.down_proj) for l in inner.layers],
+            head=model.get_output_embeddings())
+        self.float_from = None  # passes over this many tokens or more use the float weights (None: never)
 
     @property
     def device(self) -> torch.device:
@@ -115,6 +127,12 @@ class CompactLlama(torch.nn.Module):
 
     def get_output_embeddings(self):
         return self.head
+
+    @property
+    def cache_tolerance(self):
+        """(atol, rtol) for comparing cached keys with a recomputation: bfloat16 rounding when long passes use the float
+        weights and short ones the 4-bit kernels (a key of a wrong token differs by far more)."""
+        return None if self.float_from is None else (5e-2, 5e-2)
 
     def new_cache(self, max_length: int) -> CompactCache:
         return CompactCache(len(self.layers), self.kv_heads, self.head_dim, max_length, self.embed.dtype, self.embed.device)
@@ -138,7 +156,10 @@ class CompactLlama(torch.nn.Module):
             mask = torch.ones(k, start + k, dtype=torch.bool, device=input_ids.device).tril(diagonal=start)
         h = F.embedding(input_ids[0], self.embed)                         # (k, hidden)
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        use_float = self.float_from is not None and k >= self.float_from
         for index, block in enumerate(self.layers):
+            if use_float:
+                block = self._float_block(index)
             qk, value = block.qkv(self._norm(h, block.in_norm)).split([q_size + kv_size, kv_size], dim=-1)
             qk = qk.reshape(k, self.heads + self.kv_heads, self.head_dim // 2, 2)
             qk = torch.view_as_real(torch.view_as_complex(qk.float()) * turn).to(h.dtype).view(k, -1, self.head_dim)
@@ -152,5 +173,37 @@ class CompactLlama(torch.nn.Module):
             gate, up = block.gate_up(self._norm(h, block.post_norm)).split([self.intermediate, self.intermediate], dim=-1)
             h = h + block.down(F.silu(gate) * up)
         cache.length = start + k
-        logits = self.head(self._norm(h, self.final_norm))
+        logits = (self.float_source.head if use_float else self.head)(self._norm(h, self.final_norm))
         return SimpleNamespace(logits=logits[None].float())
+
+    def _float_block(self, index: int) -> SimpleNamespace:
+        """Layer ``index`` computed with the model's own float linear layers, in the compact layout."""
+        source, block = self.float_source.layers[index], self.layers[index]
+        return SimpleNamespace(
+            qkv=lambda x: torch.cat([source.q(x), source.k(x), source.v(x)], dim=-1)[..., self.qkv_order],
+            o=source.o, gate_up=lambda x: torch.cat([source.gate(x), source.up(x)], dim=-1), down=source.down,
+            in_norm=block.in_norm, post_norm=block.post_norm)
+
+
+@torch.no_grad()
+def choose_float_from(model: CompactLlama, candidates=(4, 8, 16, 32, 64), repeats: int = 2):
+    """The fewest tokens for which a pass with the float weights is faster than the 4-bit pass on this machine (None
+    when it never is among ``candidates``): each size timed both ways, alternately, best of ``repeats``."""
+    from ..perf import clock
+
+    saved = model.float_from
+    try:
+        for k in candidates:
+            ids = torch.zeros(1, k, dtype=torch.long, device=model.device)
+            best = {}
+            for _ in range(repeats):
+                for float_from in (None, k):
+                    model.float_from = float_from
+                    start = clock.now()
+                    model(ids)
+                    best[float_from] = min(best.get(float_from, float("inf")), clock.now() - start)
+            if best[k] < best[None]:
+                return k
+        return None
+    finally:
+        model.float_from = saved

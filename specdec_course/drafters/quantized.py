@@ -268,7 +268,7 @@ def _make_linear(scheme: str):
 def _build(target, scheme: str):
     """The ``scheme`` copy of ``target``: the compact forward pass (``compact.py``) over quantized layers for a
     Llama-family target, else a copy of the transformers model with its linear layers replaced."""
-    from .compact import CompactLlama, supports
+    from .compact import CompactLlama, choose_float_from, supports
 
     if scheme not in SCHEMES:
         raise ValueError(f"unknown quantization scheme {scheme!r}: use one of {', '.join(map(repr, SCHEMES))} or 'auto'")
@@ -278,6 +278,8 @@ def _build(target, scheme: str):
     if not supports(target):
         return quantize_(_copy(target), scheme)
     model = CompactLlama(target, _make_linear(scheme))
+    if scheme != "int4-exact":  # (the exact form is the target's function already: nothing to gain)
+        model.float_from = choose_float_from(model)  # prompts: the target's float weights where they are faster
     layers = [m for name, m in model.named_modules()  # (a rescored head's own 4-bit estimate is not meant to be exact)
               if isinstance(m, (Int4Linear, Int8Linear, RescoredHead)) and not name.startswith("head.")]
     model.quantization_scheme, model.quantized_exact = scheme, all(m.exact for m in layers + [model.head])
@@ -293,7 +295,14 @@ def _build(target, scheme: str):
 def agreement(model, target, sequence: torch.Tensor, start: int) -> float:
     """Teacher-forced greedy agreement: the fraction of positions from ``start`` on where ``model``'s argmax equals the
     target's, both reading ``sequence`` (1, n)."""
-    ours = model(sequence).logits[0, start - 1:-1].argmax(-1)
+    saved = getattr(model, "float_from", None)
+    if saved is not None:
+        model.float_from = None  # the 4-bit function, not the float one a long pass would use
+    try:
+        ours = model(sequence).logits[0, start - 1:-1].argmax(-1)
+    finally:
+        if saved is not None:
+            model.float_from = saved
     theirs = target(sequence).logits[0, start - 1:-1].argmax(-1)
     return float((ours == theirs).float().mean())
 
