@@ -153,3 +153,24 @@ def test_bad_tau_values_are_refused_clearly():
     with pytest.raises(ValueError, match="memory"):
         CostModelPolicy(memory=0)
     assert math.isnan(cm.alpha_from_steps([]))
+
+
+def test_a_runs_predicted_speedup_counts_prompt_passes_and_the_steps_actual_tau():
+    from specdec_course.perf.cost_model import Costs, expected_tokens_per_step, predicted_run_speedup
+
+    costs = Costs({1: 10.0, 2: 11.0, 3: 12.0, 5: 14.0}, 2.0, target_overhead_ms=1.0, overhead_ms=1.0)
+    # a run of steps with τ = 2 only, no prompt passes: the steady-state formula
+    steady = predicted_run_speedup(costs, 0.8, [2] * 10, 100)
+    assert steady == pytest.approx(expected_tokens_per_step(0.8, 2) * 11.0 / (2 * 2.0 + 12.0 + 1.0))
+    # steps where the drafter proposed nothing are plain target steps: a run of only those is no faster
+    assert predicted_run_speedup(costs, 0.8, [0] * 10, 100) == pytest.approx(1.0)
+    # mixing them in lowers the prediction; so does a drafter's own pass over the prompt
+    mixed = predicted_run_speedup(costs, 0.8, [2, 0] * 5, 100)
+    assert 1.0 < mixed < steady
+    with_prompt = predicted_run_speedup(costs, 0.8, [2] * 10, 100, target_prefill_ms=50.0)
+    both = predicted_run_speedup(costs, 0.8, [2] * 10, 100, target_prefill_ms=50.0, draft_prefill_ms=30.0)
+    alone = 50.0 + 100 * 11.0
+    assert with_prompt == pytest.approx(alone / (50.0 + 100 / expected_tokens_per_step(0.8, 2) * 17.0))
+    assert both == pytest.approx(alone / (80.0 + 100 / expected_tokens_per_step(0.8, 2) * 17.0)) and both < with_prompt
+    with pytest.raises(ValueError, match="τ"):
+        predicted_run_speedup(costs, 0.8, [], 100)

@@ -383,6 +383,25 @@ def transformers_prompt_lookup(target, ids, max_new_tokens, eos, tau):
     return outputs, seconds, calls.count
 
 
+def prefill_ms(model_or_drafter, prompt_ids) -> float:
+    """ms of the first pass over a prompt: a model's forward pass over it, or a drafter's start and first proposal (one
+    pass over the whole prompt for a model drafter; ~0 for one that runs no model, such as prompt lookup)."""
+    import torch
+
+    from ..drafters.base import Drafter, as_drafter
+
+    with torch.no_grad():
+        if isinstance(model_or_drafter, Drafter) or not hasattr(model_or_drafter, "config"):
+            drafter = as_drafter(model_or_drafter)
+            start = clock.now()
+            drafter.start(prompt_ids, max_length=prompt_ids.shape[1] + 2)
+            drafter.propose(prompt_ids, 1)
+            return 1000 * (clock.now() - start)
+        start = clock.now()
+        model_or_drafter(prompt_ids)
+        return 1000 * (clock.now() - start)
+
+
 def drafter_benchmark(target, tokenizer, drafters: dict, *, taus=(2, 4, 6), max_new_tokens: int = 64, prompts=None,
                       draft=None, cost_repeats: int = 5, progress: bool = True) -> dict:
     """Every drafter at every τ, target-only greedy decoding, and (with ``draft``) transformers' prompt lookup and
@@ -390,7 +409,7 @@ def drafter_benchmark(target, tokenizer, drafters: dict, *, taus=(2, 4, 6), max_
     affects every row alike. Each row: tokens/s, ratio to target-only, α, tokens per target pass, c (the drafter's
     time per drafted token over the target-only time per token), the cost model's predicted speedup (from T(k) and
     the drafter's cost measured beforehand, α from the row's run) and whether the output was identical."""
-    from .cost_model import Costs, draft_costs, expected_tokens_per_step
+    from .cost_model import Costs, draft_costs, predicted_run_speedup
     from .kernels import current_pass_times
 
     prompts = list(prompts or bench_prompts())
@@ -402,6 +421,9 @@ def drafter_benchmark(target, tokenizer, drafters: dict, *, taus=(2, 4, 6), max_
 
     real_text = torch.cat([ids[0], torch.tensor([calibration])], dim=1)
     drafter_ms = {name: draft_costs(target, d, prefix=real_text, repeats=cost_repeats) for name, d in drafters.items()}
+    # the passes over each prompt, which a run pays once: the target's (both ways) and each drafter's
+    target_prefill_ms = sum(prefill_ms(target, x) for x in ids)
+    drafter_prefill_ms = {name: sum(prefill_ms(d, x) for x in ids) for name, d in drafters.items()}
     configs = [(name, tau) for name in drafters for tau in taus]
     outside = []
     if draft is not None:
@@ -444,6 +466,7 @@ def drafter_benchmark(target, tokenizer, drafters: dict, *, taus=(2, 4, 6), max_
     base = totals[("target only", None)]
     base_tps = base["tokens"] / base["seconds"]
     per_token_ms = 1000 * base["seconds"] / base["tokens"]
+    decode_ms = max((1000 * base["seconds"] - target_prefill_ms) / base["tokens"], target_ms[1])  # per token, prompt aside
     rows = [{"config": "target only (course loop)", "drafter": None, "tau": None, "tokens_per_s": base_tps, "ratio": 1.0,
              "tokens_per_pass": 1.0, "identical": True}]
     for (name, tau), row in totals.items():
@@ -456,11 +479,13 @@ def drafter_benchmark(target, tokenizer, drafters: dict, *, taus=(2, 4, 6), max_
             alpha = alpha_from_steps(row["steps"])
             drafted = sum(s.tau for s in row["steps"])
             d0, d = drafter_ms[name]
-            costs = Costs(target_ms, d, draft_step_ms=d0, target_overhead_ms=max(per_token_ms - target_ms[1], 0.0),
-                          overhead_ms=max(per_token_ms - target_ms[1], 0.0))
+            costs = Costs(target_ms, d, draft_step_ms=d0, target_overhead_ms=decode_ms - target_ms[1],
+                          overhead_ms=decode_ms - target_ms[1])
             entry.update({"alpha": alpha, "kept_fraction": kept_fraction_of_steps(row["steps"]),
                           "c": (1000 * row["draft_s"] / max(drafted, 1)) / per_token_ms,
-                          "predicted": costs.speedup(expected_tokens_per_step(min(alpha, 0.9999), tau), tau)})
+                          "predicted": predicted_run_speedup(costs, alpha, [s.tau for s in row["steps"]], base["tokens"],
+                                                             target_prefill_ms=target_prefill_ms,
+                                                             draft_prefill_ms=drafter_prefill_ms[name])})
         rows.append(entry)
     return {"prompts": prompts, "max_new_tokens": max_new_tokens, "tokens": base["tokens"], "rows": rows,
             "target_ms": target_ms, "drafter_costs_ms": {k: {"d0": v[0], "d": v[1]} for k, v in drafter_ms.items()}}

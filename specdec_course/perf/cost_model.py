@@ -191,6 +191,24 @@ def best_tau(costs: Costs, alpha: float, taus=range(1, 17), *, profile: list[flo
 
 
 @torch.no_grad()
+def predicted_run_speedup(costs: Costs, alpha: float, taus, tokens: int, *, target_prefill_ms: float = 0.0,
+                          draft_prefill_ms: float = 0.0) -> float:
+    """The cost model's speedup for whole runs that emit ``tokens`` tokens with the steps' τ in ``taus`` (a drafter may
+    propose fewer than asked, none when it has nothing, and a run's last step is cut short). Both ways pay the target's
+    pass over the prompts P_T; speculative decoding also the drafter's, P_D; each step yields E(α, τ) tokens on average:
+        target-only  = P_T + N · (T(1) + o₁)
+        speculative  = P_T + P_D + N / mean E(α, τ_s) · mean (d₀ + τ_s·d + T(τ_s + 1) + o)
+    """
+    taus = list(taus)
+    if not taus or tokens < 1:
+        raise ValueError("a run's prediction needs its steps' τ and at least one token")
+    alpha = min(max(alpha, 0.0), 0.9999)
+    per_step_tokens = statistics.fmean(expected_tokens_per_step(alpha, t) if t else 1.0 for t in taus)
+    per_step_ms = statistics.fmean(costs.step_ms(t) for t in taus)
+    alone = target_prefill_ms + tokens * (costs.target_ms[1] + costs.target_overhead_ms)
+    return alone / (target_prefill_ms + draft_prefill_ms + tokens / per_step_tokens * per_step_ms)
+
+
 def draft_costs(target, draft, *, prefix_length: int = 96, taus=(1, 5), repeats: int = 5, seed: int = 0,
                 prefix: torch.Tensor | None = None) -> tuple[float, float]:
     """(d₀, d) in ms as the loop pays them: the drafter (a draft model or any ``Drafter``) proposing τ tokens with its
