@@ -1,0 +1,384 @@
+"""Token trees: several guesses for each position, all verified in one target pass.
+
+A chain of τ drafts dies at its first wrong token, yet the draft's second or third choice there is often right. A
+**token tree** keeps such alternatives as siblings. Node i holds a token t_i and a parent π(i) (−1: the prefix's last
+token, the root); the path from the root to a node is one possible continuation. The target reads every node in one
+pass, each node attending to the prefix and to its own ancestors only, at the position its depth gives it:
+
+    mask[i, j] = 1   if j is a prefix position, or node j is node i or one of its ancestors
+    position(i) = n + depth(i) − 1          (n prefix tokens; depth 1 = a child of the root)
+
+so the target's distribution at node i is exactly p(· | prefix, path to i), as if that path had been fed alone.
+Acceptance walks down from the root. Greedy: the target's argmax at the current node must be one of its children;
+the walk moves into that child and stops where none matches, and the argmax there is the correction (or bonus) token.
+Sampling: the children are distinct fixed guesses, tried in turn: accept guess g with probability p(g); if it is
+refused, p ← p with g removed, renormalised, and the next sibling is tried; if every child is refused, the token is
+drawn from what is left of p. Each step of that walk emits a token distributed exactly as p, so the output follows
+the target's distribution, like the chain's rule with a one-hot q.
+
+After the step only the accepted path may stay in the caches: ``compact_cache`` keeps the prefix's entries and the
+accepted nodes', in order, and drops the rest.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .cache import cache_length, is_static, rollback
+
+
+@dataclass
+class TokenTree:
+    """Nodes in the order they were added: ``tokens[i]``, ``parents[i]`` (−1: the root, the prefix's last token) and
+    ``log_q[i]``, the draft's log-probability of the path from the root to node i."""
+
+    tokens: list[int] = field(default_factory=list)
+    parents: list[int] = field(default_factory=list)
+    log_q: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def add(self, token: int, parent: int, log_q: float = 0.0) -> int:
+        if not -1 <= parent < len(self):
+            raise ValueError(f"parent {parent} is not a node of this {len(self)}-node tree (or −1, the root)")
+        if token in [self.tokens[c] for c in self.children(parent)]:
+            raise ValueError(f"token {token} is already a child of node {parent}: siblings must differ")
+        self.tokens.append(int(token))
+        self.parents.append(int(parent))
+        self.log_q.append(float(log_q))
+        return len(self) - 1
+
+    def children(self, node: int) -> list[int]:
+        """The children of ``node`` (−1: the root), in the order they were added."""
+        return [i for i, p in enumerate(self.parents) if p == node]
+
+    def path(self, node: int) -> list[int]:
+        """Node indices from the root's child down to ``node``."""
+        nodes = []
+        while node != -1:
+            nodes.append(node)
+            node = self.parents[node]
+        return nodes[::-1]
+
+    def depth(self, node: int) -> int:
+        return len(self.path(node))
+
+    @classmethod
+    def chain(cls, tokens) -> "TokenTree":
+        """A chain is the tree whose every node has one child."""
+        tree = cls()
+        for i, token in enumerate(tokens):
+            tree.add(token, i - 1)
+        return tree
+
+
+def tree_mask(parents, prefix_length: int) -> torch.Tensor:
+    """(m, prefix_length + m) booleans: row i lets node i see every prefix position and its own ancestors and itself."""
+    m = len(parents)
+    mask = torch.zeros(m, prefix_length + m, dtype=torch.bool)
+    mask[:, :prefix_length] = True
+    for i in range(m):
+        node = i
+        while node != -1:
+            mask[i, prefix_length + node] = True
+            node = parents[node]
+    return mask
+
+
+def tree_positions(parents, prefix_length: int) -> torch.Tensor:
+    """The position of each node: prefix_length + depth − 1."""
+    depths = []
+    for i, parent in enumerate(parents):
+        depths.append(1 if parent == -1 else depths[parent] + 1)
+    return torch.tensor(depths, dtype=torch.long) + prefix_length - 1
+
+
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask as the additive form attention adds to its scores: 0 where allowed, the dtype's minimum elsewhere."""
+    return torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+@torch.no_grad()
+def tree_logits(model, input_ids: torch.Tensor, tree: TokenTree, *, past_key_values=None) -> torch.Tensor:
+    """The model's logits (1 + m, vocab) at the root (the prefix's last token) and at each of the m nodes, from one pass:
+    the prefix tokens the cache has not seen (causally) and every node (tree mask). The cache then holds the prefix and
+    all m nodes, in node order; ``compact_cache`` keeps the accepted ones."""
+    n = input_ids.shape[1]
+    seen = cache_length(past_key_values)
+    if seen >= n:
+        raise ValueError(f"the cache already holds {seen} tokens of a {n}-token prefix; roll it back so the prefix's "
+                         "last token is fed")
+    device = input_ids.device
+    nodes = torch.tensor([tree.tokens], dtype=torch.long, device=device).view(1, -1)
+    fed = torch.cat([input_ids[:, seen:], nodes], dim=1)
+    new = n - seen
+    # rows of the unseen prefix tokens: causal; rows of nodes: the whole prefix and their ancestors
+    allowed = torch.zeros(fed.shape[1], n + len(tree), dtype=torch.bool)
+    allowed[:new, :n] = torch.ones(new, n, dtype=torch.bool).tril(diagonal=seen)
+    allowed[new:] = tree_mask(tree.parents, n)
+    positions = torch.cat([torch.arange(seen, n), tree_positions(tree.parents, n)]).view(1, -1).to(device)
+    if past_key_values is not None and is_static(past_key_values):
+        capacity = past_key_values.layers[0].max_cache_len
+        if n + len(tree) > capacity:
+            raise ValueError(f"the static cache holds {capacity} positions; the prefix and the tree need {n + len(tree)}")
+        allowed = torch.cat([allowed, torch.zeros(allowed.shape[0], capacity - allowed.shape[1], dtype=torch.bool)], 1)
+    mask = _additive(allowed, getattr(model, "dtype", torch.float32))[None, None].to(device)
+    if past_key_values is not None:
+        logits = model(fed, attention_mask=mask, position_ids=positions, past_key_values=past_key_values,
+                       use_cache=True).logits
+    else:
+        logits = model(fed, attention_mask=mask, position_ids=positions, use_cache=False).logits
+    return logits[0, new - 1:]
+
+
+def compact_cache(cache, prefix_length: int, kept_nodes) -> None:
+    """Keep the first ``prefix_length`` positions and then the entries of ``kept_nodes`` (node indices after the prefix,
+    in path order); drop every other node's entries. The cache then equals one filled by the prefix and the kept path."""
+    if cache is None:
+        return
+    kept = [prefix_length + i for i in kept_nodes]
+    if kept == list(range(prefix_length, prefix_length + len(kept))):
+        rollback(cache, prefix_length + len(kept))  # the path is the first nodes: cutting off the rest is enough
+        return
+    index = torch.tensor(kept, dtype=torch.long)
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            tensor = getattr(layer, name)
+            moved = tensor[:, :, index.to(tensor.device)].clone()
+            tensor[:, :, prefix_length:prefix_length + len(kept)] = moved
+    rollback(cache, prefix_length + len(kept))
+
+
+@torch.no_grad()
+def grow_tree(draft, input_ids: torch.Tensor, budget: int, *, top_k: int = 4, max_depth: int = 8,
+              past_key_values=None) -> TokenTree:
+    """A dynamic tree (EAGLE-2's idea): ``budget`` nodes chosen best-first by the draft's path probability. Each added
+    node costs one draft pass (over its path, on top of the cached prefix), which gives its ``top_k`` children as
+    candidates; the candidate with the highest log q of its whole path is added next.
+
+    The draft's cache (``past_key_values``) must hold at most the prefix; it is left holding exactly the prefix."""
+    if budget < 1:
+        raise ValueError(f"a tree needs a budget of at least 1 node, got {budget}")
+    n = input_ids.shape[1]
+    if past_key_values is not None:
+        if cache_length(past_key_values) > n:
+            rollback(past_key_values, n)
+        if cache_length(past_key_values) < n:  # read the prefix the cache has not seen
+            draft(input_ids[:, cache_length(past_key_values):], past_key_values=past_key_values, use_cache=True)
+
+    def log_q_after(node: int) -> torch.Tensor:
+        """log q(· | prefix, path to node) (node −1: the prefix itself)."""
+        path = [] if node == -1 else [tree.tokens[i] for i in tree.path(node)]
+        sequence = torch.cat([input_ids, torch.tensor([path], dtype=torch.long, device=input_ids.device).view(1, -1)], 1)
+        if past_key_values is None:
+            logits = draft(sequence, use_cache=False).logits[0, -1]
+        elif not path:
+            rollback(past_key_values, n - 1)  # feed the prefix's last token again for its logits
+            logits = draft(sequence[:, n - 1:], past_key_values=past_key_values, use_cache=True).logits[0, -1]
+        else:
+            logits = draft(sequence[:, n:], past_key_values=past_key_values, use_cache=True).logits[0, -1]
+        if past_key_values is not None:
+            rollback(past_key_values, n)
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    tree = TokenTree()
+    candidates = []  # (−path log q, order, parent, token)
+    order = 0
+
+    def expand(node: int, base: float):
+        nonlocal order
+        if node != -1 and tree.depth(node) >= max_depth:
+            return
+        values, tokens = log_q_after(node).topk(top_k)
+        for value, token in zip(values.tolist(), tokens.tolist()):
+            heapq.heappush(candidates, (-(base + value), order, node, token))
+            order += 1
+
+    expand(-1, 0.0)
+    while len(tree) < budget and candidates:
+        score, _, parent, token = heapq.heappop(candidates)
+        node = tree.add(token, parent, -score)
+        if len(tree) < budget:
+            expand(node, -score)
+    return tree
+
+
+def static_tree(shape) -> list[int]:
+    """The parents of a fixed tree shape: ``shape[d]`` = how many children each depth-d node on the main line gets
+    (the main line is every level's first child). E.g. (3, 2, 1): 3 guesses for the next token, 2 for the one after the
+    first guess, 1 after that."""
+    parents, main = [], -1
+    for width in shape:
+        first = len(parents)
+        parents += [main] * width
+        main = first
+    return parents
+
+
+@torch.no_grad()
+def fill_static_tree(draft, input_ids: torch.Tensor, shape, *, past_key_values=None) -> TokenTree:
+    """The static tree ``shape`` filled with the draft's top choices: each main-line node's children are the draft's
+    top ``shape[d]`` tokens after the main line so far (one draft pass per level)."""
+    tree = TokenTree()
+    parents = static_tree(shape)
+    main, main_tokens = -1, []
+    n = input_ids.shape[1]
+    for width in shape:
+        sequence = torch.cat([input_ids, torch.tensor([main_tokens], dtype=torch.long, device=input_ids.device).view(1, -1)], 1)
+        if past_key_values is None:
+            logits = draft(sequence, use_cache=False).logits[0, -1]
+        else:
+            rollback(past_key_values, min(cache_length(past_key_values), n - 1))
+            logits = draft(sequence[:, cache_length(past_key_values):], past_key_values=past_key_values,
+                           use_cache=True).logits[0, -1]
+        log_q = torch.log_softmax(logits.float(), dim=-1)
+        base = tree.log_q[main] if main != -1 else 0.0
+        values, tokens = log_q.topk(width)
+        first = len(tree)
+        for value, token in zip(values.tolist(), tokens.tolist()):
+            tree.add(token, main, base + value)
+        main, main_tokens = first, main_tokens + [tree.tokens[first]]
+    if past_key_values is not None:
+        rollback(past_key_values, min(cache_length(past_key_values), n))
+    assert tree.parents == parents
+    return tree
+
+
+def accept_greedy(tree: TokenTree, logits: torch.Tensor) -> tuple[list[int], int]:
+    """(accepted node indices root → down, the target's token after them): from the root, move into the child whose
+    token is the target's argmax at the current node; stop where none is. ``logits``: (1 + m, vocab) from ``tree_logits``."""
+    path, node = [], -1
+    while True:
+        best = int(torch.argmax(logits[node + 1]))
+        match = [c for c in tree.children(node) if tree.tokens[c] == best]
+        if not match:
+            return path, best
+        node = match[0]
+        path.append(node)
+
+
+def accept_sampling(tree: TokenTree, probs: torch.Tensor, generator: torch.Generator | None = None) -> tuple[list[int], int]:
+    """(accepted nodes, the next token) with the output distributed as the target's: at each node its children, distinct
+    fixed guesses, are tried in turn; guess g is accepted with probability p(g) / (mass of p not yet refused); a refused
+    guess leaves the distribution; when all are refused, the token is drawn from what remains of p.
+    ``probs``: (1 + m, vocab), the target's distributions at the root and at each node."""
+    path, node = [], -1
+    while True:
+        p = probs[node + 1].clone().float()
+        moved = False
+        for child in tree.children(node):
+            g = tree.tokens[child]
+            remaining = float(p.sum())
+            if remaining <= 0:
+                break
+            if float(torch.rand((), generator=generator)) * remaining < float(p[g]):
+                node = child
+                path.append(child)
+                moved = True
+                break
+            p[g] = 0.0  # refused: the next guess and the final draw come from p without it
+        if not moved:
+            if float(p.sum()) <= 0:  # every token with mass was offered and refused (cannot happen for a true p)
+                p = probs[node + 1].clone().float()
+            return path, int(torch.multinomial(p / p.sum(), 1, generator=generator))
+
+
+def expected_accepted_length(tree: TokenTree, alpha_of_rank=None) -> float:
+    """E[accepted nodes] of a tree if the draft's path probabilities were the target's: Σ over nodes of
+    exp(log q of its path) (each node is accepted exactly when its whole path is the target's continuation).
+    With ``alpha_of_rank``: a node that is the r-th child (0 = first) is right with probability alpha_of_rank[r] given
+    its parent was, instead of q."""
+    if alpha_of_rank is None:
+        return sum(math.exp(v) for v in tree.log_q)
+    total, chance = 0.0, {}
+    for i, parent in enumerate(tree.parents):
+        rank = tree.children(parent).index(i)
+        prior = 1.0 if parent == -1 else chance[parent]
+        chance[i] = prior * (alpha_of_rank[rank] if rank < len(alpha_of_rank) else 0.0)
+        total += chance[i]
+    return total
+
+
+@dataclass
+class TreeStep:
+    tree: TokenTree
+    accepted: list[int]   # node indices of the accepted path
+    token: int            # the target's own token after it (correction or bonus)
+    draft_time: float
+    verify_time: float
+
+
+@dataclass
+class TreeResult:
+    tokens: list[int]
+    steps: list[TreeStep]
+    seconds: float
+
+    @property
+    def target_passes(self) -> int:
+        return len(self.steps)
+
+    @property
+    def tokens_per_pass(self) -> float:
+        return len(self.tokens) / max(len(self.steps), 1)
+
+
+@torch.no_grad()
+def tree_generate(target, draft, input_ids, max_new_tokens: int, *, budget: int = 8, top_k: int = 4, shape=None,
+                  temperature: float = 0.0, eos_token_id=None, use_cache: bool = True, cache_kind: str = "dynamic",
+                  seed: int | None = None, generator: torch.Generator | None = None) -> TreeResult:
+    """Speculative decoding with token trees: the draft grows a tree (dynamic, ``budget`` nodes, best-first by path
+    probability; or the fixed ``shape``), the target scores every node in one pass, the longest path it accepts is kept,
+    then its own token after that path. Temperature 0: exactly the target's greedy output; > 0: sampled, distributed as
+    the target's (see ``accept_sampling``)."""
+    from .cache import new_cache
+    from .generation import as_input_ids, check_max_new_tokens, make_generator, sync
+    from .perf import clock
+
+    ids = as_input_ids(input_ids, target)
+    check_max_new_tokens(max_new_tokens)
+    if shape is None and budget < 1:
+        raise ValueError(f"budget (nodes per tree) must be at least 1, got {budget}")
+    if shape is not None and (not shape or any(int(w) < 1 for w in shape)):
+        raise ValueError(f"shape gives each level's number of children, each at least 1; got {shape!r}")
+    if temperature > 0 and generator is None:
+        generator = make_generator(seed)
+    nodes = sum(shape) if shape is not None else budget
+    capacity = ids.shape[1] + max_new_tokens + nodes + 2
+    target_cache = new_cache(target, cache_kind, capacity) if use_cache else None
+    draft_cache = new_cache(draft, cache_kind, capacity) if use_cache else None
+    eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or [])
+    tokens: list[int] = []
+    steps: list[TreeStep] = []
+    started = clock.now()
+    while len(tokens) < max_new_tokens and not (tokens and tokens[-1] in eos):
+        sequence = torch.cat([ids, torch.tensor([tokens], dtype=torch.long, device=ids.device).view(1, -1)], dim=1)
+        n = sequence.shape[1]
+        # 1. the draft proposes a tree of guesses
+        start = clock.now()
+        if shape is not None:
+            tree = fill_static_tree(draft, sequence, shape, past_key_values=draft_cache)
+        else:
+            tree = grow_tree(draft, sequence, budget, top_k=top_k, past_key_values=draft_cache)
+        sync(ids.device)
+        draft_time = clock.now() - start
+        # 2. the target scores every node in one pass
+        start = clock.now()
+        logits = tree_logits(target, sequence, tree, past_key_values=target_cache)
+        # 3. the longest path it accepts, and 4. its own token after that path
+        if temperature > 0:
+            path, token = accept_sampling(tree, torch.softmax(logits.float() / temperature, dim=-1), generator)
+        else:
+            path, token = accept_greedy(tree, logits)
+        compact_cache(target_cache, n, path)
+        sync(ids.device)
+        verify_time = clock.now() - start
+        steps.append(TreeStep(tree, path, token, draft_time, verify_time))
+        for new in [tree.tokens[i] for i in path] + [token]:
+            if len(tokens) < max_new_tokens and not (tokens and tokens[-1] in eos):
+                tokens.append(new)
+    return TreeResult(tokens, steps, clock.now() - started)

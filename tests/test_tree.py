@@ -1,0 +1,193 @@
+"""Token trees on tiny models: the mask, one pass over a tree equal to each path fed alone, cache compaction equal to
+recomputation, greedy output equal to the target's for dynamic and static trees with every cache kind, and sampled
+output distributed as the target's (with a negative control that fails)."""
+from collections import Counter
+
+import pytest
+import torch
+
+import specdec_course as sc
+from specdec_course.cache import new_cache
+from specdec_course.tree import (TokenTree, accept_greedy, accept_sampling, compact_cache, expected_accepted_length,
+                                 grow_tree, static_tree, tree_generate, tree_logits, tree_mask, tree_positions)
+
+from helpers import BigramLM, noisy_copy
+from test_speculative import _chi_square
+
+#               0   1  2  3  4  5  6
+PARENTS = [-1, -1, 0, 0, 2, 1, 5]   # two children of the root; node 0 has children 2, 3; 2 → 4; 1 → 5 → 6
+TOKENS = [11, 12, 13, 14, 15, 16, 17]
+PROMPT = [5, 9, 3, 7, 5, 9, 3, 11, 5, 9]
+
+
+def _tree():
+    tree = TokenTree()
+    for token, parent in zip(TOKENS, PARENTS):
+        tree.add(token, parent)
+    return tree
+
+
+def test_the_tree_mask_lets_each_node_see_the_prefix_and_exactly_its_ancestors():
+    mask = tree_mask(PARENTS, 3)
+    tree = _tree()
+    for i in range(len(PARENTS)):
+        assert mask[i, :3].all()
+        seen = {j for j in range(len(PARENTS)) if mask[i, 3 + j]}
+        assert seen == set(tree.path(i)), f"node {i} sees {sorted(seen)}"
+    assert tree_positions(PARENTS, 3).tolist() == [3, 3, 4, 4, 5, 4, 5]
+    assert tree.path(6) == [1, 5, 6] and tree.children(0) == [2, 3] and tree.children(-1) == [0, 1]
+
+
+def test_a_tree_refuses_twin_siblings_and_unknown_parents():
+    tree = _tree()
+    with pytest.raises(ValueError, match="siblings"):
+        tree.add(13, 0)
+    with pytest.raises(ValueError, match="parent 9"):
+        tree.add(1, 9)
+
+
+@pytest.mark.parametrize("cache_kind", ["dynamic", "static", None])
+def test_one_pass_over_a_tree_gives_each_node_the_logits_of_its_path_fed_alone(cache_kind):
+    target = sc.tiny_llama(1, peaked=2.0)
+    prompt = torch.tensor([PROMPT])
+    tree = _tree()
+    cache = None
+    if cache_kind:
+        cache = new_cache(target, cache_kind, 40)
+        target(prompt[:, :6], past_key_values=cache, use_cache=True)  # part of the prefix cached already
+    logits = tree_logits(target, prompt, tree, past_key_values=cache)
+    assert logits.shape[0] == 1 + len(tree)
+    with torch.no_grad():
+        assert torch.allclose(logits[0], target(prompt).logits[0, -1], atol=1e-4)
+        for i in range(len(tree)):
+            path = torch.tensor([[tree.tokens[j] for j in tree.path(i)]])
+            alone = target(torch.cat([prompt, path], 1)).logits[0, -1]
+            assert torch.allclose(logits[1 + i], alone, atol=1e-4), f"node {i}"
+
+
+@pytest.mark.parametrize("cache_kind", ["dynamic", "static"])
+@pytest.mark.parametrize("kept", [[], [0], [1, 5, 6], [0, 3]])
+def test_compaction_leaves_the_cache_as_recomputation_of_the_kept_path(cache_kind, kept):
+    target = sc.tiny_llama(2, peaked=2.0)
+    prompt = torch.tensor([PROMPT])
+    tree = _tree()
+    cache = new_cache(target, cache_kind, 40)
+    tree_logits(target, prompt, tree, past_key_values=cache)
+    compact_cache(cache, prompt.shape[1], kept)
+    sequence = torch.cat([prompt, torch.tensor([[tree.tokens[i] for i in kept]], dtype=torch.long).view(1, -1)], 1)
+    assert sc.cache.cache_length(cache) == sequence.shape[1]
+    fresh = new_cache(target, "dynamic", 40)
+    with torch.no_grad():
+        target(sequence, past_key_values=fresh, use_cache=True)
+    for ours, theirs in zip(cache.layers, fresh.layers):
+        n = sequence.shape[1]
+        assert torch.allclose(ours.keys[:, :, :n], theirs.keys[:, :, :n], atol=1e-5)
+        assert torch.allclose(ours.values[:, :, :n], theirs.values[:, :, :n], atol=1e-5)
+
+
+def test_greedy_acceptance_walks_the_targets_argmax_down_the_tree():
+    tree = _tree()
+    logits = torch.full((1 + len(tree), 20), -5.0)
+    # row 0 is the root, row 1 + i node i: root → node 1 (12) → node 5 (16) → node 6 (17) → the target's 3
+    for row, best in enumerate([12, 0, 16, 0, 0, 0, 17, 3]):
+        logits[row, best] = 5.0
+    path, token = accept_greedy(tree, logits)
+    assert path == [1, 5, 6] and token == 3
+    logits[0] = -5.0
+    logits[0, 2] = 5.0
+    assert accept_greedy(tree, logits) == ([], 2)  # the root's argmax is no child: nothing accepted, its own token
+
+
+@pytest.mark.parametrize("cache_kind", ["dynamic", "static", None])
+def test_tree_decoding_keeps_greedy_output_identical(cache_kind):
+    target = sc.tiny_llama(1, peaked=2.0)
+    draft = noisy_copy(target, 0.5, 3)
+    reference = sc.autoregressive_generate(target, PROMPT, 24).tokens
+    configs = [{"budget": 1}, {"budget": 4, "top_k": 2}, {"budget": 10, "top_k": 3}, {"shape": (1, 1, 1)},
+               {"shape": (3, 2, 1)}]
+    accepted = drafted = 0
+    for config in configs:
+        result = tree_generate(target, draft, PROMPT, 24, use_cache=cache_kind is not None,
+                               cache_kind=cache_kind or "dynamic", **config)
+        assert result.tokens == reference, f"{config}, cache {cache_kind}"
+        accepted += sum(len(s.accepted) for s in result.steps)
+        drafted += sum(len(s.tree) for s in result.steps)
+    assert 0 < accepted < drafted  # guesses were both kept and refused
+
+
+def test_a_wider_tree_keeps_more_tokens_per_pass_than_a_chain_of_the_same_draft():
+    target = sc.tiny_llama(1, peaked=2.0)
+    draft = noisy_copy(target, 0.8, 4)
+    chain = tree_generate(target, draft, PROMPT, 40, shape=(1, 1, 1))
+    tree = tree_generate(target, draft, PROMPT, 40, budget=12, top_k=3)
+    assert tree.tokens == chain.tokens
+    assert tree.tokens_per_pass > chain.tokens_per_pass
+
+
+def test_the_grown_tree_is_best_first_by_path_probability_and_within_budget():
+    target = sc.tiny_llama(1, peaked=2.0)
+    tree = grow_tree(target, torch.tensor([PROMPT]), 6, top_k=3)
+    assert len(tree) == 6
+    assert tree.log_q == sorted(tree.log_q, reverse=True)  # best-first: each added node was the best candidate left
+    assert 0 < expected_accepted_length(tree) <= len(tree)
+    assert expected_accepted_length(tree, [1.0, 0.0]) == pytest.approx(
+        sum(1 for i in range(len(tree)) if all(tree.children(tree.parents[j]).index(j) == 0 for j in tree.path(i))))
+    assert static_tree((3, 2, 1)) == [-1, -1, -1, 0, 0, 3]
+
+
+SAMPLES = 4_000
+
+
+def _sampled(target, draft, n, accept=None, **config):
+    import specdec_course.tree as tree_module
+
+    saved = tree_module.accept_sampling
+    if accept is not None:
+        tree_module.accept_sampling = accept
+    try:
+        return Counter(tuple(tree_generate(target, draft, [2, 0], 3, temperature=1.0, seed=s, use_cache=False,
+                                           **config).tokens) for s in range(n))
+    finally:
+        tree_module.accept_sampling = saved
+
+
+@pytest.mark.parametrize("config", [{"budget": 4, "top_k": 2}, {"shape": (3, 1)}])
+def test_sampling_with_trees_follows_the_targets_distribution(config):
+    gen = torch.Generator().manual_seed(11)
+    target = BigramLM(torch.randn(5, 5, generator=gen) * 1.5)
+    draft = BigramLM(torch.randn(5, 5, generator=gen) * 1.5)
+    counts = _sampled(target, draft, SAMPLES, **config)
+    stat, critical = _chi_square(counts, target.sequence_probs(0, 3, 1.0), SAMPLES)
+    assert stat < critical, f"{config}: chi-square {stat:.1f} above the 0.001 critical value {critical:.1f}"
+
+
+def test_a_tree_rule_that_trusts_the_first_guess_is_caught():
+    gen = torch.Generator().manual_seed(11)
+    target = BigramLM(torch.randn(5, 5, generator=gen) * 1.5)
+    draft = BigramLM(torch.randn(5, 5, generator=gen) * 1.5)
+
+    def first_guess_always(tree, probs, generator=None):
+        path, node = [], -1
+        while tree.children(node):
+            node = tree.children(node)[0]
+            path.append(node)
+        return path, int(torch.multinomial(probs[node + 1], 1, generator=generator))
+
+    counts = _sampled(target, draft, SAMPLES, accept=first_guess_always, budget=4, top_k=2)
+    stat, critical = _chi_square(counts, target.sequence_probs(0, 3, 1.0), SAMPLES)
+    assert stat > critical, f"a wrong rule went unnoticed: chi-square {stat:.1f} <= {critical:.1f}"
+
+
+def test_sampled_acceptance_at_one_node_gives_each_token_its_target_probability():
+    tree = TokenTree()
+    for token in (2, 0, 4):
+        tree.add(token, -1)
+    p = torch.tensor([0.1, 0.2, 0.3, 0.15, 0.25])
+    probs = torch.stack([p] + [torch.full((5,), 0.2)] * 3)
+    gen = torch.Generator().manual_seed(0)
+    counts = Counter()
+    for _ in range(20_000):
+        path, token = accept_sampling(tree, probs, gen)
+        counts[tree.tokens[path[0]] if path else token] += 1
+    for y in range(5):
+        assert counts[y] / 20_000 == pytest.approx(float(p[y]), abs=0.015)
