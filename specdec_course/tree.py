@@ -164,24 +164,22 @@ def grow_tree(draft, input_ids: torch.Tensor, budget: int, *, top_k: int = 4, ma
     if budget < 1:
         raise ValueError(f"a tree needs a budget of at least 1 node, got {budget}")
     n = input_ids.shape[1]
-    if past_key_values is not None:
-        if cache_length(past_key_values) > n:
-            rollback(past_key_values, n)
-        if cache_length(past_key_values) < n:  # read the prefix the cache has not seen
-            draft(input_ids[:, cache_length(past_key_values):], past_key_values=past_key_values, use_cache=True)
+    if past_key_values is None:
+        root = draft(input_ids, use_cache=False).logits[0, -1]
+    else:  # read the prefix the cache has not seen (at least its last token, whose logits the root needs)
+        rollback(past_key_values, min(cache_length(past_key_values), n - 1))
+        root = draft(input_ids[:, cache_length(past_key_values):], past_key_values=past_key_values,
+                     use_cache=True).logits[0, -1]
 
     def log_q_after(node: int) -> torch.Tensor:
         """log q(· | prefix, path to node) (node −1: the prefix itself)."""
-        path = [] if node == -1 else [tree.tokens[i] for i in tree.path(node)]
-        sequence = torch.cat([input_ids, torch.tensor([path], dtype=torch.long, device=input_ids.device).view(1, -1)], 1)
+        if node == -1:
+            return torch.log_softmax(root.float(), dim=-1)
+        path = torch.tensor([[tree.tokens[i] for i in tree.path(node)]], dtype=torch.long, device=input_ids.device)
         if past_key_values is None:
-            logits = draft(sequence, use_cache=False).logits[0, -1]
-        elif not path:
-            rollback(past_key_values, n - 1)  # feed the prefix's last token again for its logits
-            logits = draft(sequence[:, n - 1:], past_key_values=past_key_values, use_cache=True).logits[0, -1]
+            logits = draft(torch.cat([input_ids, path], 1), use_cache=False).logits[0, -1]
         else:
-            logits = draft(sequence[:, n:], past_key_values=past_key_values, use_cache=True).logits[0, -1]
-        if past_key_values is not None:
+            logits = draft(path, past_key_values=past_key_values, use_cache=True).logits[0, -1]
             rollback(past_key_values, n)
         return torch.log_softmax(logits.float(), dim=-1)
 
@@ -227,12 +225,13 @@ def fill_static_tree(draft, input_ids: torch.Tensor, shape, *, past_key_values=N
     parents = static_tree(shape)
     main, main_tokens = -1, []
     n = input_ids.shape[1]
+    if past_key_values is not None:  # the prefix's last token is read again for its logits
+        rollback(past_key_values, min(cache_length(past_key_values), n - 1))
     for width in shape:
         sequence = torch.cat([input_ids, torch.tensor([main_tokens], dtype=torch.long, device=input_ids.device).view(1, -1)], 1)
         if past_key_values is None:
             logits = draft(sequence, use_cache=False).logits[0, -1]
-        else:
-            rollback(past_key_values, min(cache_length(past_key_values), n - 1))
+        else:  # only what the cache has not seen: the prefix's tail, then each main-line token once
             logits = draft(sequence[:, cache_length(past_key_values):], past_key_values=past_key_values,
                            use_cache=True).logits[0, -1]
         log_q = torch.log_softmax(logits.float(), dim=-1)

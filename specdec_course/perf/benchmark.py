@@ -33,37 +33,44 @@ def _target_only(target, ids, max_new_tokens, eos):
     return results, clock.now() - start
 
 
-def assisted_generate(target, draft, ids, max_new_tokens, eos, settings: dict):
-    """transformers' assisted generation (``generate(..., assistant_model=draft)``, greedy) on each prompt, with
-    ``settings`` applied to the draft's generation config for the run: (token lists, seconds, target passes)."""
+def _timed_generate(target, ids, max_new_tokens, eos, **options):
+    """transformers' greedy ``generate(**options)`` on each prompt: (token lists, seconds, target passes)."""
     import torch
 
     from .trace import count_calls
 
-    config = draft.generation_config
-    saved = {key: getattr(config, key, None) for key in ASSISTED_KEYS}
-    for key, value in settings.items():
-        setattr(config, key, value)
     calls = count_calls(target)
-    from transformers.utils import logging as transformers_logging
-
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()  # assisted generation warns about its own internal arguments
     try:
         start = clock.now()
         outputs = []
         with torch.no_grad():
             for x in ids:
-                out = target.generate(x, attention_mask=torch.ones_like(x), assistant_model=draft, do_sample=False,
-                                      max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=eos)
+                out = target.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=max_new_tokens,
+                                      eos_token_id=eos, pad_token_id=eos, **options)
                 outputs.append(out[0, x.shape[1]:].tolist())
         seconds = clock.now() - start
     finally:
-        transformers_logging.set_verbosity(verbosity)
         calls.remove()
+    return outputs, seconds, calls.count
+
+
+def assisted_generate(target, draft, ids, max_new_tokens, eos, settings: dict):
+    """transformers' assisted generation (``generate(..., assistant_model=draft)``, greedy) on each prompt, with
+    ``settings`` applied to the draft's generation config for the run: (token lists, seconds, target passes)."""
+    from transformers.utils import logging as transformers_logging
+
+    config = draft.generation_config
+    saved = {key: getattr(config, key, None) for key in ASSISTED_KEYS}
+    for key, value in settings.items():
+        setattr(config, key, value)
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # assisted generation warns about its own internal arguments
+    try:
+        return _timed_generate(target, ids, max_new_tokens, eos, assistant_model=draft)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
         for key, value in saved.items():
             setattr(config, key, value)
-    return outputs, seconds, calls.count
 
 
 ASSISTED_KEYS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
@@ -364,23 +371,7 @@ def default_drafters(target, draft) -> dict:
 
 def transformers_prompt_lookup(target, ids, max_new_tokens, eos, tau):
     """transformers' own prompt lookup decoding (``generate(prompt_lookup_num_tokens=τ)``, greedy): (tokens, s, passes)."""
-    import torch
-
-    from .trace import count_calls
-
-    calls = count_calls(target)
-    try:
-        start = clock.now()
-        outputs = []
-        with torch.no_grad():
-            for x in ids:
-                out = target.generate(x, attention_mask=torch.ones_like(x), prompt_lookup_num_tokens=tau, do_sample=False,
-                                      max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=eos)
-                outputs.append(out[0, x.shape[1]:].tolist())
-        seconds = clock.now() - start
-    finally:
-        calls.remove()
-    return outputs, seconds, calls.count
+    return _timed_generate(target, ids, max_new_tokens, eos, prompt_lookup_num_tokens=tau)
 
 
 def prefill_ms(model_or_drafter, prompt_ids) -> float:
