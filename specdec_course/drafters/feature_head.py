@@ -109,13 +109,15 @@ class FeatureHead(torch.nn.Module):
         return head.attach(target)
 
     def attach(self, target) -> "FeatureHead":
-        """Use ``target``'s token embedding and output rows (float32, frozen, shared with the target)."""
+        """Use ``target``'s token embedding and output rows (float32, frozen, shared with the target); the head moves to
+        the target's device."""
         if target.config.vocab_size != self.vocab_size or target.config.hidden_size != self.hidden:
             raise ValueError(f"this head was made for a target with {self.vocab_size} tokens of width {self.hidden}; "
                              f"this target has {target.config.vocab_size} of width {target.config.hidden_size}")
         from ..perf.kernels import _output_linear
 
         embed = target.get_input_embeddings().weight.detach()
+        self.to(embed.device)  # its own layers and buffers where the target's features will be
         out = _output_linear(target).weight.detach()  # rows by token id (column-major storage reads the same)
         if out.shape != (self.vocab_size, self.hidden):
             raise ValueError(f"the target's output layer has shape {tuple(out.shape)}; a feature head needs all "

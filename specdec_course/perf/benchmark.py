@@ -105,7 +105,7 @@ def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens:
     from .cost_model import measure_costs
 
     prompts = list(prompts or bench_prompts())
-    ids = [chat_prompt(tokenizer, p) for p in prompts]
+    ids = [chat_prompt(tokenizer, p).to(target.device) for p in prompts]
     eos = tokenizer.eos_token_id
     speculative_generate(target, draft, ids[0], 8, tau=2)  # warm-up
     baseline, first_time = _target_only(target, ids, max_new_tokens, eos)
@@ -287,7 +287,7 @@ def kernel_benchmark(target, draft, tokenizer, *, kernels=("stock", "auto"), tau
     from .kernels import available_paths, choose_kernels, pass_times, remembered_min_rows, use_kernels
 
     prompts = list(prompts or bench_prompts())
-    ids = [chat_prompt(tokenizer, p) for p in prompts]
+    ids = [chat_prompt(tokenizer, p).to(target.device) for p in prompts]
     eos = tokenizer.eos_token_id
     configs = kernel_configs(target, draft, kernels)
     paths = available_paths(target)
@@ -380,16 +380,21 @@ def prefill_ms(model_or_drafter, prompt_ids) -> float:
     import torch
 
     from ..drafters.base import Drafter, as_drafter
+    from ..generation import sync
 
     with torch.no_grad():
         if isinstance(model_or_drafter, Drafter) or not hasattr(model_or_drafter, "config"):
             drafter = as_drafter(model_or_drafter)
+            prompt_ids = prompt_ids.to(drafter.device)
             start = clock.now()
             drafter.start(prompt_ids, max_length=prompt_ids.shape[1] + 2)
             drafter.propose(prompt_ids, 1)
+            sync(prompt_ids.device)
             return 1000 * (clock.now() - start)
+        prompt_ids = prompt_ids.to(model_or_drafter.device)
         start = clock.now()
         model_or_drafter(prompt_ids)
+        sync(prompt_ids.device)
         return 1000 * (clock.now() - start)
 
 
@@ -404,13 +409,13 @@ def drafter_benchmark(target, tokenizer, drafters: dict, *, taus=(2, 4, 6), max_
     from .kernels import current_pass_times
 
     prompts = list(prompts or bench_prompts())
-    ids = [chat_prompt(tokenizer, p) for p in prompts]
+    ids = [chat_prompt(tokenizer, p).to(target.device) for p in prompts]
     eos = tokenizer.eos_token_id
     target_ms = {k: 1000 * s for k, s in current_pass_times(target, range(1, max(taus) + 2), repeats=cost_repeats).items()}
     calibration = autoregressive_generate(target, ids[0], 48, eos_token_id=eos).tokens  # real text to time drafters on
     import torch
 
-    real_text = torch.cat([ids[0], torch.tensor([calibration])], dim=1)
+    real_text = torch.cat([ids[0], torch.tensor([calibration], device=ids[0].device)], dim=1)
     drafter_ms = {name: draft_costs(target, d, prefix=real_text, repeats=cost_repeats) for name, d in drafters.items()}
     # the passes over each prompt, which a run pays once: the target's (both ways) and each drafter's
     target_prefill_ms = sum(prefill_ms(target, x) for x in ids)
