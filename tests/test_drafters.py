@@ -119,6 +119,14 @@ def test_prompt_lookup_without_a_match_is_a_plain_target_step():
     assert result.steps[0].tau == 0 and result.steps[0].emitted == reference[:1]
 
 
+def test_drafters_that_run_no_model_sit_on_their_targets_device():
+    """A GPU target refused prompt lookup once ("the drafter on cpu"): the drafter takes the target's device."""
+    target = sc.tiny_llama(0)
+    assert PromptLookup.for_model(target).device == target.device
+    assert PromptLookup(64, device="meta").device == torch.device("meta")
+    assert PromptLookup(64).device == torch.device("cpu")
+
+
 def test_bad_drafters_and_settings_are_clear_errors():
     target = sc.tiny_llama(0)
     with pytest.raises(TypeError, match="draft model .* or a Drafter"):

@@ -34,7 +34,7 @@ def find_continuation(tokens: list[int], tau: int, *, max_ngram: int = 3, min_ng
 class PromptLookup(Drafter):
     """Drafts by n-gram match over the prompt and the output so far (``find_continuation``); one-hot q."""
 
-    def __init__(self, vocab_size: int, *, max_ngram: int = 3, min_ngram: int = 1):
+    def __init__(self, vocab_size: int, *, max_ngram: int = 3, min_ngram: int = 1, device=None):
         for label, value in (("max_ngram", max_ngram), ("min_ngram", min_ngram)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{label} must be a whole number of at least 1, got {value!r}")
@@ -45,11 +45,12 @@ class PromptLookup(Drafter):
         self._vocab_size = vocab_size
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
         self.name = f"prompt lookup (n ≤ {max_ngram})"
+        self._device = torch.device(device or "cpu")  # it runs no model: its q rows live where the target's tokens do
 
     @classmethod
     def for_model(cls, model, **kwargs) -> "PromptLookup":
-        """A prompt lookup drafter for ``model``'s vocabulary."""
-        return cls(model.config.vocab_size, **kwargs)
+        """A prompt lookup drafter for ``model``'s vocabulary, on its device."""
+        return cls(model.config.vocab_size, device=kwargs.pop("device", model.device), **kwargs)
 
     def propose(self, sequence, tau, *, temperature=0.0, generator=None):
         tokens = find_continuation(sequence[0].tolist(), tau, max_ngram=self.max_ngram, min_ngram=self.min_ngram)
@@ -61,3 +62,7 @@ class PromptLookup(Drafter):
     @property
     def vocab_size(self):
         return self._vocab_size
+
+    @property
+    def device(self):
+        return self._device
