@@ -84,6 +84,10 @@ def cmd_bench(args) -> int:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.drafters and args.trees:
+        raise ValueError("--drafters and --trees are two different tables: give one of them")
+    if any(b < 1 for b in args.budgets):
+        raise ValueError(f"--budgets are node counts per tree, each at least 1; got {' '.join(map(str, args.budgets))}")
     bad = [k for k in args.kernels if k not in KERNEL_CHOICES]
     if bad:
         raise ValueError(f"--kernels {' '.join(bad)}: use any of {', '.join(KERNEL_CHOICES)}")
@@ -99,6 +103,8 @@ def cmd_bench(args) -> int:
     machine = describe_machine(target.device)
     if args.drafters:
         return _bench_drafters(args, target, draft, tokenizer, prompts, max_new, machine)
+    if args.trees:
+        return _bench_trees(args, target, draft, tokenizer, prompts, max_new, machine)
     print(f"machine: {machine}")
     print(f"{len(prompts)} prompts x {max_new} new tokens, {target.dtype}, kernels {' '.join(args.kernels)}, tau in {taus}, "
           f"caches {' '.join(args.kinds)}")
@@ -155,6 +161,23 @@ def _bench_drafters(args, target, draft, tokenizer, prompts, max_new, machine) -
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def _bench_trees(args, target, draft, tokenizer, prompts, max_new, machine) -> int:
+    from .perf.trees import format_tree_table, tree_benchmark
+
+    taus = args.taus or [2, 3, 4]
+    print(f"machine: {machine}")
+    print(f"{len(prompts)} prompts x {max_new} new tokens; chains tau in {taus}, dynamic trees of {args.budgets} nodes, "
+          f"static 4-2-1-1")
+    report = tree_benchmark(target, draft, tokenizer, prompts, taus=taus, budgets=args.budgets, shapes=((4, 2, 1, 1),),
+                            max_new_tokens=max_new, repeats=args.repeats, progress=not args.no_progress)
+    report.update({"machine": machine, "split": None if args.prompts else args.split,
+                   "command": "python -m specdec_course " + " ".join(sys.argv[1:] if args.argv is None else args.argv)})
+    print(format_tree_table(report))
+    if args.json:
+        _write_json(args.json, report)
     return 0
 
 
@@ -230,6 +253,10 @@ def main(argv=None) -> int:
                        help="compare drafters instead of kernel paths: the draft model, the target's quantized copy, "
                             "two-level drafting and prompt lookup at each tau (default 2 4 6), beside transformers' "
                             "prompt lookup and assisted generation, prompt by prompt in turns")
+    bench.add_argument("--trees", action="store_true",
+                       help="chains against token trees from the draft model: each tau (default 2 3 4), dynamic trees "
+                            "of each --budgets, a static 4-2-1-1 tree, with the cost model's prediction per row")
+    bench.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16], help="node budgets of the dynamic trees")
     bench.add_argument("--json", default=None, help="also write the report to this JSON file")
     bench.add_argument("--device", default=None)
     bench.set_defaults(run=cmd_bench)

@@ -147,7 +147,9 @@ def test_bench_default_prompts_are_the_evaluation_split():
 
 
 @pytest.mark.parametrize("argv, error", [(["--policies", "greedy-ish"], "use any of adaptive, heuristic"),
-                                         (["--repeats", "0"], "--repeats must be at least 1")])
+                                         (["--repeats", "0"], "--repeats must be at least 1"),
+                                         (["--trees", "--budgets", "4", "0"], "node counts per tree"),
+                                         (["--trees", "--drafters"], "two different tables")])
 def test_bench_rejects_bad_options_before_loading_models(argv, error):
     run = subprocess.run([sys.executable, "-m", "specdec_course", "bench", *argv],
                          capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)

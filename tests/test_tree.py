@@ -191,3 +191,69 @@ def test_sampled_acceptance_at_one_node_gives_each_token_its_target_probability(
         counts[tree.tokens[path[0]] if path else token] += 1
     for y in range(5):
         assert counts[y] / 20_000 == pytest.approx(float(p[y]), abs=0.015)
+
+
+# ----------------------------------------------------------------------------------------------- chains against trees
+def test_the_tree_cost_model_with_set_costs():
+    from specdec_course.perf.trees import draft_passes, nodes_of, predicted_speedup
+
+    costs = {"T": {k: 10.0 + k for k in range(1, 18)}, "draft": 1.0}
+    assert predicted_speedup(costs, 2.5, passes=4, nodes=4, overhead_ms=2.0) == pytest.approx(2.5 * 13.0 / (4 + 15 + 2))
+    assert predicted_speedup(costs, 1.0, passes=0, nodes=0) == pytest.approx(1.0)  # no drafts: a target-only step
+    assert (draft_passes("chain", 3), nodes_of("chain", 3)) == (3, 3)
+    assert (draft_passes("tree", 8), nodes_of("tree", 8)) == (8, 8)
+    assert (draft_passes("static", (4, 2, 1)), nodes_of("static", (4, 2, 1))) == (3, 7)
+    with pytest.raises(ValueError, match="T\\(18\\)"):
+        predicted_speedup(costs, 2.0, passes=17, nodes=17)
+    with pytest.raises(ValueError, match="kind"):
+        draft_passes("bush", 3)
+
+
+class _CharTokenizer:
+    chat_template = "U:{{ messages[0]['content'] }}|"
+    eos_token_id = 1
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        return "U:" + messages[0]["content"] + "|"
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [2 + (ord(ch) % 60) for ch in text]}
+
+
+def test_chain_and_tree_rows_side_by_side_with_their_predictions():
+    from specdec_course.perf.trees import best_rows, format_tree_table, predicted_speedup, tree_benchmark
+
+    target = sc.tiny_llama(3, vocab_size=64, peaked=2.0)
+    draft = noisy_copy(target, 0.6, 3)
+    costs = {"T": {k: 5.0 + 0.5 * k for k in range(1, 10)}, "draft": 0.5}
+    report = tree_benchmark(target, draft, _CharTokenizer(), ["abc de", "fgh ij"], taus=(2, 3), budgets=(4, 8),
+                            shapes=((3, 2, 1),), max_new_tokens=16, costs=costs, progress=False)
+    kinds = [(r["kind"], r["setting"]) for r in report["rows"]]
+    assert kinds == [("target", None), ("chain", 2), ("chain", 3), ("tree", 4), ("tree", 8), ("static", (3, 2, 1))]
+    assert all(r["identical"] for r in report["rows"]), "every chain and tree must reproduce target-only greedy"
+    for r in report["rows"][1:]:
+        assert r["predicted"] == pytest.approx(predicted_speedup(costs, r["tokens_per_pass"], r["draft_passes"],
+                                                                 r["nodes"], report["overhead_ms"]))
+    best = best_rows(report)
+    assert best["tokens_per_pass_over_chain"] == pytest.approx(
+        max(r["tokens_per_pass"] for r in report["rows"][3:]) / max(r["tokens_per_pass"] for r in report["rows"][1:3]))
+    text = format_tree_table(report)
+    assert "dynamic tree, 8 nodes" in text and "static tree 3-2-1" in text and "NO" not in text
+
+
+def test_the_budget_is_chosen_from_the_costs_and_the_measured_tokens_per_pass():
+    from specdec_course.perf.trees import choose_tree_budget
+
+    target = sc.tiny_llama(3, vocab_size=64, peaked=2.0)
+    draft = noisy_copy(target, 0.6, 3)
+    prompt = torch.tensor([PROMPT])
+    free = {"T": {k: 10.0 for k in range(1, 18)}, "draft": 0.0}       # verification and drafting cost nothing extra
+    steep = {"T": {k: 10.0 * k for k in range(1, 18)}, "draft": 5.0}   # every node costs a whole target pass
+    cheap = choose_tree_budget(target, draft, prompt, budgets=(1, 4, 16), costs=free, max_new_tokens=20)
+    dear = choose_tree_budget(target, draft, prompt, budgets=(1, 4, 16), costs=steep, max_new_tokens=20)
+    per_pass = cheap["tokens_per_pass"]
+    assert per_pass[16] >= per_pass[4] >= per_pass[1]
+    assert cheap["budget"] == max(per_pass, key=per_pass.get)   # free nodes: the tree that keeps the most
+    assert dear["budget"] == 1                                   # dear nodes: the smallest tree
+    with pytest.raises(ValueError, match="budgets"):
+        choose_tree_budget(target, draft, prompt, budgets=(0,), costs=free)
