@@ -155,9 +155,11 @@ def test_bad_device_override_fails(monkeypatch):
     assert check.status == "OK" and "SPECDEC_DEVICE=cpu" in check.detail
 
 
-def test_kernel_check_reports_times_and_warns_when_verification_is_dear(monkeypatch):
+def test_kernel_check_reports_times_and_warns_when_verification_is_dear(monkeypatch, tmp_path):
     from specdec_course.perf import kernels
 
+    # a cache folder of its own: a kernel choice remembered by another test (or process) must not add a "busy" note
+    monkeypatch.setenv("SPECDEC_CACHE_DIR", str(tmp_path))
     model = models.tiny_llama()
     monkeypatch.setattr(kernels, "current_pass_times", lambda m, ks, repeats: {1: 0.010, 5: 0.025})
     check = doctor.check_kernels(load=lambda verbose: (model, None))
