@@ -8,6 +8,18 @@ import specdec_course as sc
 from specdec_course.models import noisy_copy  # noqa: F401  (the tests' drafts)
 
 
+class CharTokenizer:
+    """Enough of a tokenizer for ``chat_prompt`` on a tiny model: a chat template and one id per character."""
+    chat_template = "U:{{ messages[0]['content'] }}|"
+    eos_token_id = 1
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        return "U:" + messages[0]["content"] + "|"
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [2 + (ord(ch) % 60) for ch in text]}
+
+
 def tiny_pair(seed: int, vocab: int = 64, noise: float = 0.3):
     target = sc.tiny_llama(seed, vocab_size=vocab, peaked=2.0)
     return target, noisy_copy(target, noise, seed)

@@ -115,13 +115,12 @@ def test_bench_prints_cost_curves_ratios_and_identity_checks(target, tmp_path):
 
 def test_one_block_per_kernel_configuration_on_the_same_models():
     """Several kernel paths (here on tiny models): each gets its block of rows, every path its cost curve."""
-    from helpers import tiny_pair
-    from test_graphs import _CharTokenizer
+    from helpers import CharTokenizer, tiny_pair
 
     from specdec_course.perf.benchmark import kernel_benchmark
 
     target, draft = tiny_pair(0)
-    report = kernel_benchmark(target, draft, _CharTokenizer(), kernels=("stock", "onednn"), taus=(1, 2), max_new_tokens=6,
+    report = kernel_benchmark(target, draft, CharTokenizer(), kernels=("stock", "onednn"), taus=(1, 2), max_new_tokens=6,
                               prompts=["ab cd", "efg"], kinds=("none", "static"), cost_ks=range(1, 5), cost_repeats=1,
                               progress=False)
     assert [(b["target_kernels"], b["draft_kernels"]) for b in report["blocks"]] == [("stock", "stock"), ("onednn", "onednn")]

@@ -8,7 +8,7 @@ import specdec_course as sc
 from specdec_course.generation import autoregressive_generate
 from specdec_course.perf.graphs import StaticDecoder, set_cache_length, static_pass
 
-from helpers import tiny_pair
+from helpers import CharTokenizer, tiny_pair
 
 
 def _prompt(seed, length=7, vocab=64):
@@ -95,23 +95,11 @@ def test_graphed_decoding_equals_the_eager_decoder_on_cuda():
     assert graphed.graph_error is None and graphed.graph_count >= 4
 
 
-class _CharTokenizer:
-    """Enough of a tokenizer for chat_prompt on a tiny model: a chat template and character ids."""
-    chat_template = "U:{{ messages[0]['content'] }}|"
-    eos_token_id = 1
-
-    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
-        return "U:" + messages[0]["content"] + "|"
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [2 + (ord(ch) % 60) for ch in text]}
-
-
 def test_the_graphed_benchmark_table_and_its_report_on_a_cpu():
     from specdec_course.perf.graphs import format_graphed_report, graphed_benchmark
 
     target, draft = tiny_pair(1)
-    table = graphed_benchmark(target, draft, _CharTokenizer(), ["first prompt", "a second prompt", "third"],
+    table = graphed_benchmark(target, draft, CharTokenizer(), ["first prompt", "a second prompt", "third"],
                               max_new_tokens=12, taus=(2, 3), eager_prompts=2, progress=False)
     rows = {(r["config"], r["tau"]): r for r in table["rows"]}
     assert table["graphs_captured"] == 0 and table["graph_error"] is None  # no CUDA: the same decoder, no graphs

@@ -11,7 +11,7 @@ from specdec_course.cache import new_cache
 from specdec_course.tree import (TokenTree, accept_greedy, accept_sampling, compact_cache, expected_accepted_length,
                                  grow_tree, static_tree, tree_generate, tree_logits, tree_mask, tree_positions)
 
-from helpers import BigramLM, noisy_copy
+from helpers import BigramLM, CharTokenizer, noisy_copy
 from test_speculative import _chi_square
 
 #               0   1  2  3  4  5  6
@@ -209,24 +209,13 @@ def test_the_tree_cost_model_with_set_costs():
         draft_passes("bush", 3)
 
 
-class _CharTokenizer:
-    chat_template = "U:{{ messages[0]['content'] }}|"
-    eos_token_id = 1
-
-    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
-        return "U:" + messages[0]["content"] + "|"
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [2 + (ord(ch) % 60) for ch in text]}
-
-
 def test_chain_and_tree_rows_side_by_side_with_their_predictions():
     from specdec_course.perf.trees import best_rows, format_tree_table, predicted_speedup, tree_benchmark
 
     target = sc.tiny_llama(3, vocab_size=64, peaked=2.0)
     draft = noisy_copy(target, 0.6, 3)
     costs = {"T": {k: 5.0 + 0.5 * k for k in range(1, 10)}, "draft": 0.5}
-    report = tree_benchmark(target, draft, _CharTokenizer(), ["abc de", "fgh ij"], taus=(2, 3), budgets=(4, 8),
+    report = tree_benchmark(target, draft, CharTokenizer(), ["abc de", "fgh ij"], taus=(2, 3), budgets=(4, 8),
                             shapes=((3, 2, 1),), max_new_tokens=16, costs=costs, progress=False)
     kinds = [(r["kind"], r["setting"]) for r in report["rows"]]
     assert kinds == [("target", None), ("chain", 2), ("chain", 3), ("tree", 4), ("tree", 8), ("static", (3, 2, 1))]
