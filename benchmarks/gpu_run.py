@@ -35,11 +35,6 @@ START = time.perf_counter()
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # cpu: a dry run of the same code, small
 
 
-def sync():
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def elapsed() -> float:
     return time.perf_counter() - START
 
@@ -133,9 +128,9 @@ def eager_drafters(target, draft, tokenizer, prompts, *, max_new_tokens, taus):
 
 
 def trees(target, draft, tokenizer, prompts, *, max_new_tokens, budgets):
-    from specdec_course.generation import autoregressive_generate
+    from specdec_course.generation import sync
     from specdec_course.models import chat_prompt
-    from specdec_course.speculative import speculative_generate
+    from specdec_course.perf.trees import run_configuration
     from specdec_course.tree import tree_generate
 
     eos = tokenizer.eos_token_id
@@ -143,24 +138,17 @@ def trees(target, draft, tokenizer, prompts, *, max_new_tokens, budgets):
     tree_generate(target, draft, ids[0], 8, budget=budgets[0], eos_token_id=eos)  # warm-up
     configs = [("target only (course loop)", None)] + [("chain, draft model", 3)]
     configs += [("tree, draft model (dynamic)", b) for b in budgets] + [("tree, draft model (static 4-2-1-1)", "static")]
+    kinds = {"target only (course loop)": "target", "chain, draft model": "chain", "tree, draft model (dynamic)": "tree",
+             "tree, draft model (static 4-2-1-1)": "static"}
     totals = {c: {"seconds": 0.0, "tokens": 0, "passes": 0, "identical": []} for c in configs}
     for x in ids:
         reference = None
         for name, setting in configs:
-            sync()
+            sync(DEVICE)
             began = time.perf_counter()
-            if setting is None:
-                tokens = autoregressive_generate(target, x, max_new_tokens, eos_token_id=eos).tokens
-                passes = len(tokens)
-            elif name.startswith("chain"):
-                result = speculative_generate(target, draft, x, max_new_tokens, tau=setting, eos_token_id=eos,
-                                              cache_kind="dynamic")
-                tokens, passes = result.tokens, result.target_passes
-            else:
-                options = {"shape": (4, 2, 1, 1)} if setting == "static" else {"budget": setting}
-                result = tree_generate(target, draft, x, max_new_tokens, eos_token_id=eos, **options)
-                tokens, passes = result.tokens, len(result.steps)
-            sync()
+            tokens, passes = run_configuration(target, draft, x, max_new_tokens, eos, kinds[name],
+                                               (4, 2, 1, 1) if setting == "static" else setting)
+            sync(DEVICE)
             row = totals[(name, setting)]
             row["seconds"] += time.perf_counter() - began
             row["tokens"] += len(tokens)

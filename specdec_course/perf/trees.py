@@ -52,7 +52,7 @@ def predicted_speedup(costs: dict, tokens_per_step: float, passes: int, nodes: i
     return tokens_per_step * (T[1] + overhead_ms) / step
 
 
-def _run(target, draft, ids, max_new_tokens, eos, kind, setting):
+def run_configuration(target, draft, ids, max_new_tokens, eos, kind, setting):
     """(tokens, target passes) of one configuration: target-only, a chain (the course loop) or a tree."""
     from ..generation import autoregressive_generate
     from ..speculative import speculative_generate
@@ -90,7 +90,7 @@ def tree_benchmark(target, draft, tokenizer, prompts, *, taus=(2, 3), budgets=(4
         reference = None
         for config in configs:
             start = clock.now()
-            tokens, passes = _run(target, draft, x, max_new_tokens, eos, *config)
+            tokens, passes = run_configuration(target, draft, x, max_new_tokens, eos, *config)
             row = totals[config]
             row["seconds"] += clock.now() - start
             row["tokens"] += len(tokens)
