@@ -77,13 +77,13 @@ def test_bench_prints_cost_curves_ratios_and_identity_checks(target, tmp_path):
     prompts.write_text('["Name two rivers in Africa.", "What is 12 times 11?"]')
     # every row, block and check of a full bench, on few tokens and one timed pass per cost (the numbers are not the point)
     run = subprocess.run([sys.executable, "-m", "specdec_course", "bench", "--taus", "1", "2", "--max-new-tokens", "6",
-                          "--repeats", "1", "--kinds", "none", "static", "--kernels", "stock", "--no-progress",
+                          "--repeats", "1", "--kinds", "static", "--kernels", "stock", "--no-progress",
                           "--prompts", str(prompts), "--json", str(out_json), "--plot", str(out_png)],
                          capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=600)
     assert run.returncode == 0, run.stderr
     assert "T(k)/T(1)" in run.stdout and "k=16" in run.stdout
     assert "== target kernels: stock, draft kernels: stock ==" in run.stdout
-    assert "target only (course loop)" in run.stdout and "static cache" in run.stdout and "no cache" in run.stdout
+    assert "target only (course loop)" in run.stdout and "static cache" in run.stdout
     assert "tau=adaptive" in run.stdout and "tau=heuristic" in run.stdout and "assisted, transformers defaults" in run.stdout
     assert "predicted" in run.stdout and "identical" in run.stdout and "kept" in run.stdout
     assert run.stdout.count("all outputs identical to target greedy: True") == 1
@@ -99,8 +99,8 @@ def test_bench_prints_cost_curves_ratios_and_identity_checks(target, tmp_path):
     assert [(b["target_kernels"], b["draft_kernels"]) for b in report["blocks"]] == [("stock", "stock")]
     for block in report["blocks"]:
         configs = [r["config"] for r in block["rows"]]
-        assert configs == ["target only (course loop)", "speculative, no cache", "speculative, static cache",
-                           "speculative, no cache", "speculative, static cache", "speculative, tau=adaptive, static",
+        assert configs == ["target only (course loop)", "speculative, static cache", "speculative, static cache",
+                           "speculative, tau=adaptive, static",
                            "speculative, tau=heuristic, static", "transformers generate", "assisted, transformers defaults",
                            "assisted, constant", "assisted, constant"]
         assert all(r["identical"] for r in block["rows"])

@@ -279,10 +279,11 @@ def real_draft():
 def test_greedy_speculative_equals_target_greedy_on_the_real_pair(target, real_draft):
     model, tokenizer = target
     eos = tokenizer.eos_token_id
-    for index, prompt in enumerate(PROMPTS[:6]):  # every tau on the first prompt, then one tau per prompt
+    # four taus on the first prompt, then one more tau per prompt (every tau 1-8 is checked on tiny pairs above)
+    for index, prompt in enumerate(PROMPTS[:4]):
         ids = sc.chat_prompt(tokenizer, prompt)
         reference = sc.autoregressive_generate(model, ids, 48, eos_token_id=eos).tokens
-        taus = range(1, 9) if index == 0 else [1 + (3 * index) % 8]
+        taus = (1, 2, 4, 8) if index == 0 else [(3, 5, 6)[index - 1]]
         for tau in taus:
             result = sc.speculative_generate(model, real_draft, ids, 48, tau=tau, eos_token_id=eos)
             position, margin = first_mismatch_margin(model, ids, reference, result.tokens)
