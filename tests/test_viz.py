@@ -47,3 +47,64 @@ def test_figures_draw_one_box_per_token_in_the_right_colours():
     colours = boxes(plot_cycle(step, None, prompt[0].tolist()))
     assert colours.count(COLOURS["accepted"]) == 2 * step.n_accepted   # verdict lane and sequence lane
     assert colours.count(COLOURS["rejected"]) == 1 and colours.count(COLOURS["correction"]) == 1
+
+
+def test_plot_tree_colours_the_accepted_path_and_adds_the_targets_token():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+
+    from specdec_course.course.viz import COLOURS, plot_tree
+    from specdec_course.tree import TokenTree
+
+    tree = TokenTree()
+    for token, parent in ((10, -1), (11, -1), (12, 1), (13, 1), (14, 3)):
+        tree.add(token, parent)
+    argmax = [11, 0, 13, 1, 14, 99]          # root → node 1 → node 3 → node 4, then the target's 99
+    ax = plot_tree(tree, None, [1, 3, 4], argmax)
+    faces = [mcolors.to_hex(p.get_facecolor()) for p in ax.patches]
+    assert faces.count(COLOURS["accepted"]) == 3 and faces.count(COLOURS["correction"]) == 1
+    texts = [t.get_text() for t in ax.texts]
+    assert {"10", "11", "12", "13", "14", "99", "root"} <= set(texts)
+    assert "target: 99" in texts  # the target's argmax is written under the node where it was computed
+    boxes = {t.get_text(): t.get_position() for t in ax.texts if t.get_text() in {"11", "12", "13", "14", "99"}}
+    assert boxes["11"][0] < boxes["13"][0] < boxes["14"][0] < boxes["99"][0]  # deeper nodes further right
+    assert boxes["12"][0] == boxes["13"][0] and boxes["12"][1] != boxes["13"][1]  # siblings share a column
+    plt.close("all")
+
+
+def test_plot_tree_mask_draws_the_tree_mask():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from specdec_course.course.viz import plot_tree_mask
+    from specdec_course.tree import TokenTree, tree_mask
+
+    tree = TokenTree()
+    for token, parent in ((10, -1), (11, -1), (12, 0), (13, 2)):
+        tree.add(token, parent)
+    ax = plot_tree_mask(tree, 3)
+    shown = ax.images[0].get_array()
+    assert (shown == tree_mask(tree.parents, 3).float().numpy()).all()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0: 10", "1: 11", "2: 12", "3: 13"]
+    plt.close("all")
+
+
+def test_the_step_viewer_shows_each_tree_step_with_its_accepted_path():
+    from specdec_course.course.viz import tree_step_html, trace_html
+    from specdec_course.tree import tree_generate
+
+    target, draft = tiny_pair(1, noise=0.3)
+    result = tree_generate(target, draft, torch.tensor([[3, 4, 5]]), 24, budget=5, top_k=2)
+    assert result.tokens == sc.autoregressive_generate(target, torch.tensor([[3, 4, 5]]), 24).tokens
+    for number, step in enumerate(result.steps):
+        page = tree_step_html(step, None, number)
+        assert page.count(COLOURS["accepted"]) == len(step.accepted)
+        assert page.count(COLOURS["unused"]) == len(step.tree) - len(step.accepted)
+        assert f"{len(step.accepted)} of {len(step.tree)} tree nodes" in page and "q(path)=" in page
+        leaf = step.accepted and not step.tree.children(step.accepted[-1])
+        assert (COLOURS["bonus"] in page) == bool(leaf) and (COLOURS["correction"] in page) == (not leaf)
+    assert any(step.accepted for step in result.steps), "the tiny pair should accept something"
+    assert trace_html(result).count("tree nodes on the accepted path") == len(result.steps)

@@ -6,6 +6,8 @@ reported as "not attempted yet".
 """
 from __future__ import annotations
 
+import random
+
 import torch
 
 from ..generation import autoregressive_generate
@@ -970,3 +972,169 @@ def check_own_drafter(drafter_class) -> None:
                f"your drafter keeps the target's greedy output on 3 tiny models (τ = 1, 3, 5, cache on and off), its "
                f"proposals are well formed, and sampling runs; in the greedy runs the target accepted {accepted} of its "
                f"{drafted} drafts")
+
+
+# --------------------------------------------------------------------------- 10 · token trees
+def random_parents(m: int, seed: int) -> list[int]:
+    """The parents of a random tree of m nodes, in an order where every parent comes before its children."""
+    rng = random.Random(seed)
+    return [rng.randrange(-1, i) for i in range(m)]
+
+
+TREE_SHAPES = {"one node": [-1], "a chain of 4": [-1, 0, 1, 2], "4 siblings": [-1, -1, -1, -1],
+               "the notebook's tree": [-1, -1, 0, 0, 1], "a static 3-2-1": [-1, -1, -1, 0, 0, 3],
+               **{f"random tree #{s} of {4 + s} nodes": random_parents(4 + s, s) for s in range(5)}}
+
+
+def check_tree_mask(fn) -> None:
+    """fn(parents, prefix_length) -> (m, prefix_length + m) booleans: row i is True at every prefix position, at node
+    i itself and at each of its ancestors, False elsewhere."""
+    from ..tree import tree_mask
+
+    failures, total = [], 0
+    for name, parents in TREE_SHAPES.items():
+        for prefix_length in (1, 3):
+            total += 1
+            label = f"{name}, parents {parents}, prefix {prefix_length}"
+            got = _attempt(failures, label, fn, list(parents), prefix_length)
+            if got is _FAILED:
+                continue
+            expected = tree_mask(parents, prefix_length)
+            try:
+                got = torch.as_tensor(got).bool()
+            except (TypeError, ValueError, RuntimeError):
+                failures.append(f"{label}: return a tensor of booleans, got {type(got).__name__}")
+                continue
+            if tuple(got.shape) != tuple(expected.shape):
+                failures.append(f"{label}: expected shape {tuple(expected.shape)} (nodes × (prefix + nodes)), "
+                                f"got {tuple(got.shape)}")
+                continue
+            wrong = (got != expected).nonzero().tolist()
+            if wrong:
+                i, j = wrong[0]
+                what = (f"prefix position {j}" if j < prefix_length else f"node {j - prefix_length}")
+                should = "see" if expected[i, j] else "not see"
+                hint = ""
+                if j >= prefix_length and j - prefix_length == i:
+                    hint = " (a node attends to itself, as in a causal mask)"
+                elif j >= prefix_length and not expected[i, j] and j - prefix_length < i:
+                    hint = " (an earlier node that is not an ancestor: a sibling or a cousin is another continuation)"
+                failures.append(f"{label}: node {i} should {should} {what}{hint}")
+    _all_cases("tree_mask", failures, total, f"tree_mask is right on {total} trees (chains, stars, random shapes)",
+               hint="start from the prefix columns, then walk from each node up through its parents to −1")
+
+
+def _tree_walk(tokens, parents, target_argmax):
+    path, node = [], -1
+    while True:
+        best = target_argmax[node + 1]
+        match = [c for c, p in enumerate(parents) if p == node and tokens[c] == best]
+        if not match:
+            return path, best
+        node = match[0]
+        path.append(node)
+
+
+def tree_walk_cases(seed: int, n: int = 12):
+    """(tokens, parents, target's argmax at the root and at each node) of small random trees whose target agrees
+    along some branch, sometimes through a second or third sibling."""
+    rng = random.Random(seed)
+    cases = []
+    for k in range(n):
+        parents = random_parents(rng.randrange(1, 9), seed * 100 + k)
+        tokens = []
+        for i, parent in enumerate(parents):
+            taken = {tokens[c] for c, p in enumerate(parents[:i]) if p == parent}
+            tokens.append(rng.choice([t for t in range(10) if t not in taken]))
+        argmax = []
+        for node in [-1] + list(range(len(parents))):
+            children = [c for c, p in enumerate(parents) if p == node]
+            if children and rng.random() < 0.75:
+                argmax.append(tokens[rng.choice(children)])
+            else:
+                argmax.append(rng.randrange(10, 20))  # a token no child holds
+        cases.append((tokens, parents, argmax))
+    return cases
+
+
+def check_longest_accepted_path(fn) -> None:
+    """fn(tokens, parents, target_argmax) -> (accepted node indices from the root down, the target's token after them):
+    from the root, move into the child whose token is the target's argmax at the current node, until none is."""
+    cases = tree_walk_cases(7) + [([5], [-1], [5, 6]), ([5], [-1], [4, 6]), ([1, 2, 3], [-1, 0, 0], [1, 3, 8, 9])]
+    failures = []
+    for tokens, parents, argmax in cases:
+        label = f"tokens {tokens}, parents {parents}, target argmax {argmax}"
+        got = _attempt(failures, label, fn, list(tokens), list(parents), list(argmax))
+        if got is _FAILED:
+            continue
+        expected = _tree_walk(tokens, parents, argmax)
+        try:
+            path, token = list(map(int, got[0])), int(got[1])
+        except (TypeError, ValueError, IndexError):
+            failures.append(f"{label}: return (list of node indices, token), got {got!r}")
+            continue
+        if (path, token) != expected:
+            hint = ""
+            if path == expected[0]:
+                hint = " (the token after the path is the target's argmax at the LAST accepted node, index node + 1)"
+            elif len(path) < len(expected[0]) and path == expected[0][:len(path)]:
+                hint = " (a matching child can be any sibling, not only the first)"
+            failures.append(f"{label}: expected {expected}, got {(path, token)}{hint}")
+    _all_cases("longest_accepted_path", failures, len(cases),
+               f"longest_accepted_path walks {len(cases)} trees as the target's greedy rule does")
+
+
+def _shape_value(shape, alpha_of_rank, cost_curve, c) -> float:
+    """(E + 1) / (levels · c + T(nodes + 1)/T(1)) of a static shape: level d adds a₀^(d−1) · Σ_{r < w_d} a_r."""
+    expected = 1.0 + sum(alpha_of_rank[0] ** d * sum(alpha_of_rank[:w]) for d, w in enumerate(shape))
+    return expected / (len(shape) * c + cost_curve[sum(shape) + 1])
+
+
+def _compositions(total: int):
+    if total == 0:
+        yield ()
+        return
+    for first in range(1, total + 1):
+        for rest in _compositions(total - first):
+            yield (first,) + rest
+
+
+def static_shape_values(alpha_of_rank, cost_curve, c, max_nodes) -> dict:
+    """The predicted speedup of every static shape of at most ``max_nodes`` nodes."""
+    return {shape: _shape_value(shape, alpha_of_rank, cost_curve, c)
+            for m in range(1, max_nodes + 1) for shape in _compositions(m)}
+
+
+SHAPE_CASES = [  # (acceptance of the draft's choice 1, 2, 3, 4; T(k)/T(1) for k = 1 … 17; c; most nodes)
+    ((0.35, 0.2, 0.05, 0.02), {k: 1 + 0.03 * (k - 1) for k in range(1, 18)}, 0.1, 8),
+    ((0.35, 0.2, 0.05, 0.02), {k: 1 + 0.25 * (k - 1) for k in range(1, 18)}, 0.1, 8),
+    ((0.8, 0.1, 0.05, 0.02), {k: 1.0 for k in range(1, 18)}, 0.02, 12),
+    ((0.8, 0.1, 0.05, 0.02), {k: 1 + 0.05 * (k - 1) for k in range(1, 18)}, 0.5, 8),
+    ((0.5, 0.25, 0.1, 0.05), {1: 1.0, 2: 1.08, 3: 1.17, 4: 1.40, 5: 1.43, 6: 1.52, 7: 1.59, 8: 1.62, 9: 1.64,
+                              **{k: 1.64 + 0.06 * (k - 9) for k in range(10, 18)}}, 0.1, 10),
+]
+
+
+def check_best_static_shape(fn) -> None:
+    """fn(alpha_of_rank, cost_curve, c, max_nodes) -> the static shape (w₁, w₂, …) of at most max_nodes nodes with the
+    largest predicted speedup (E + 1) / (levels · c + T(nodes + 1)/T(1))."""
+    failures = []
+    for alphas, curve, c, most in SHAPE_CASES:
+        label = f"alpha_of_rank {alphas}, T(2)/T(1) = {curve[2]:.2f}, T(9)/T(1) = {curve[9]:.2f}, c = {c}, max_nodes {most}"
+        got = _attempt(failures, label, fn, list(alphas), dict(curve), c, most)
+        if got is _FAILED:
+            continue
+        values = static_shape_values(alphas, curve, c, most)
+        best = max(values, key=values.get)
+        try:
+            shape = tuple(int(w) for w in got)
+        except (TypeError, ValueError):
+            failures.append(f"{label}: return a tuple of level widths, got {got!r}")
+            continue
+        if shape not in values:
+            failures.append(f"{label}: {got!r} is not a shape of 1 … {most} nodes with every width at least 1")
+        elif values[shape] < values[best] - 1e-9:
+            failures.append(f"{label}: expected {best} ({values[best]:.3f}x), got {shape} ({values[shape]:.3f}x)")
+    _all_cases("best_static_shape", failures, len(SHAPE_CASES),
+               f"best_static_shape finds the best shape on {len(SHAPE_CASES)} machines and drafters",
+               hint="level d (from 0) adds alpha_of_rank[0] ** d * sum(alpha_of_rank[:w_d]) tokens; try every shape")

@@ -326,6 +326,57 @@ def own_drafter(drafter_class) -> None:
                           "cache: the output differs from the target's greedy output")
 
 
+
+# --------------------------------------------------------------------------- 10
+def tree_mask(fn) -> None:
+    import torch
+
+    from ..tree import tree_mask as reference
+
+    checks = _checks()
+    for seed in range(10, 18):
+        parents = checks.random_parents(2 + seed % 9, seed)
+        for prefix_length in (2, 7):
+            got = checks._call(fn, list(parents), prefix_length)
+            expected = reference(parents, prefix_length)
+            try:
+                same = torch.equal(torch.as_tensor(got).bool(), expected)
+            except (TypeError, ValueError, RuntimeError):
+                same = False
+            if not same:
+                _fail(f"hidden case: parents {parents}, prefix {prefix_length}: the mask differs from the tree's")
+
+
+def longest_accepted_path(fn) -> None:
+    checks = _checks()
+    for tokens, parents, argmax in checks.tree_walk_cases(31, n=20):
+        got = checks._call(fn, list(tokens), list(parents), list(argmax))
+        expected = checks._tree_walk(tokens, parents, argmax)
+        try:
+            got = (list(map(int, got[0])), int(got[1]))
+        except (TypeError, ValueError, IndexError):
+            got = None
+        if got != expected:
+            _fail(f"hidden case: tokens {tokens}, parents {parents}, target argmax {argmax}: expected {expected}, got {got}")
+
+
+def best_static_shape(fn) -> None:
+    checks = _checks()
+    cases = [((0.6, 0.2, 0.1), {k: 1 + 0.1 * (k - 1) for k in range(1, 18)}, 0.05, 9),
+             ((0.2, 0.15, 0.1, 0.1), {k: 1.0 for k in range(1, 18)}, 0.0, 6),
+             ((0.95, 0.03), {k: 1 + 0.02 * (k - 1) for k in range(1, 18)}, 0.3, 10)]
+    for alphas, curve, c, most in cases:
+        got = checks._call(fn, list(alphas), dict(curve), c, most)
+        values = checks.static_shape_values(alphas, curve, c, most)
+        best = max(values, key=values.get)
+        try:
+            shape = tuple(int(w) for w in got)
+        except (TypeError, ValueError):
+            shape = None
+        if shape not in values or values[shape] < values[best] - 1e-9:
+            _fail(f"hidden case: alpha_of_rank {alphas}, c = {c}, max_nodes {most}: expected {best}, got {got!r}")
+
+
 HIDDEN = {
     "00_autoregressive_generation": {"c04": ("greedy_next_token", greedy_next_token, 1),
                                      "c07": ("greedy_generate", greedy_generate, 1)},
@@ -346,6 +397,9 @@ HIDDEN = {
                               "s0907": ("drafter_speedup", drafter_speedup, 1),
                               "s0910": ("choose_drafter", choose_drafter, 1),
                               "s0913": ("ContextBigramDrafter", own_drafter, 1)},
+    "10_token_trees": {"s1004": ("tree_mask", tree_mask, 1),
+                       "s1007": ("longest_accepted_path", longest_accepted_path, 1),
+                       "s1010": ("best_static_shape", best_static_shape, 1)},
 }
 
 

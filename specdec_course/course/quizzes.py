@@ -264,11 +264,41 @@ QUIZZES: dict[str, list[Question]] = {
            "Its α was measured on too few prompts for the point to be trusted"],
           1, "The contours are the cost model's best speedup over τ for your T(k). Every drafter stays lossless."),
     ],
+    "10": [
+        Q("In the tree attention mask, which positions may node i attend to?",
+          ["Every position before it in the batch, as in a causal mask",
+           "The prefix, its own ancestors and itself",
+           "The prefix and every node at a smaller depth"],
+          1, "Only its own path: then its logits are exactly those of its path fed alone after the prefix. A sibling or "
+             "a cousin is another continuation, not context."),
+        Q("Two siblings at depth 2 sit at batch indices 3 and 5 of the tree pass, after a prefix of n tokens. Their "
+          "position ids are...",
+          ["n + 1 for both", "n + 3 and n + 5", "n + 2 and n + 3"],
+          0, "A node's position is n + depth − 1: both continue the prefix as its second new token, whatever their index."),
+        Q("The walk accepts nodes 0 and 4 of a tree (depths 1 and 2). What does the target's cache hold after the step?",
+          ["The prefix and every node of the tree, since they were all computed",
+           "The prefix, then the entries of nodes 0 and 4, in that order",
+           "The prefix only: the accepted tokens are fed again next step"],
+          1, "compact_cache moves the accepted path's keys and values right after the prefix and cuts the rest off; "
+             "the result equals a recomputation over the prefix and the path."),
+        Q("Under sampling, a node has two children with guesses g₁ and g₂. g₁ is refused. With what probability is g₂ "
+          "then accepted?",
+          ["p(g₂)", "p(g₂) / (1 − p(g₁))", "min(1, p(g₂) / q(g₂))"],
+          1, "A refused guess leaves the distribution: g₂ is accepted with p(g₂) over the mass not yet refused, so "
+             "overall it is emitted with probability (1 − p(g₁)) · p(g₂)/(1 − p(g₁)) = p(g₂)."),
+        Q("On your CPU a 16-node tree keeps 1.8 tokens per pass against a chain's 1.35, yet runs slower. Which "
+          "measurements explain it?",
+          ["T(17)/T(1) and the draft's cost per pass, which the tree pays once per node",
+           "The tree's α, which must be below the chain's",
+           "The sampling temperature, since trees only pay with sampling"],
+          0, "Tokens per pass is half the story: the step costs passes · d + T(nodes + 1). When T(k) grows with k "
+             "and every node costs a draft pass, the extra tokens can cost more than they save."),
+    ],
 }
 
 
 def quiz_for(notebook: str) -> Quiz:
-    """The quiz of notebook ``notebook`` ("00" … "09")."""
+    """The quiz of notebook ``notebook`` ("00" … "10")."""
     if notebook not in QUIZZES:
         raise ValueError(f"no quiz for notebook {notebook!r}; there are quizzes for {', '.join(QUIZZES)}")
     return Quiz(f"Notebook {notebook}", QUIZZES[notebook])

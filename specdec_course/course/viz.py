@@ -44,17 +44,56 @@ def step_html(step, tokenizer=None, number: int | None = None) -> str:
             f"{len(step.emitted)} tokens added<br>{''.join(chips)}</div>")
 
 
+def tree_step_html(step, tokenizer=None, number: int | None = None) -> str:
+    """One token-tree step (a ``TreeStep``): the tree drawn as an indented outline, a node per line under its parent,
+    the accepted path green and the other nodes grey, with the draft's path probability q under each; then the
+    target's own token after the path (a bonus when the path ended at a leaf, else a correction)."""
+    import math
+
+    tree, accepted = step.tree, set(step.accepted)
+    lines = []
+
+    def visit(node, depth):
+        for child in tree.children(node):
+            kind = "accepted" if child in accepted else "unused"
+            lines.append(f"<div style='margin-left:{1.5 * depth:.1f}em;line-height:1.1'>└ "
+                         + _chip(_piece(tokenizer, tree.tokens[child]), kind, f"q(path)={math.exp(tree.log_q[child]):.2f}")
+                         + "</div>")
+            visit(child, depth + 1)
+
+    visit(-1, 0)
+    last = step.accepted[-1] if step.accepted else -1
+    bonus = bool(step.accepted) and not tree.children(last)
+    tail = _chip(_piece(tokenizer, step.token), "bonus" if bonus else "correction", "bonus" if bonus else "correction")
+    title = f"step {number}: " if number is not None else ""
+    return (f"<div style='margin:4px 0'><b>{title}</b>{len(step.accepted)} of {len(tree)} tree nodes on the accepted "
+            f"path, {len(step.accepted) + 1} tokens added<br>{''.join(lines)}<div>then the target's own token: {tail}"
+            "</div></div>")
+
+
+def _emitted(step) -> list[int]:
+    """The tokens a step added: a chain step's ``emitted``, or a tree step's accepted path and the target's token."""
+    if hasattr(step, "tree"):
+        return [step.tree.tokens[i] for i in step.accepted] + [step.token]
+    return list(step.emitted)
+
+
+def _html(step, tokenizer, number):
+    return (tree_step_html if hasattr(step, "tree") else step_html)(step, tokenizer, number)
+
+
 def legend_html() -> str:
     return " ".join(_chip(k, k) for k in ("accepted", "rejected", "unused", "correction", "bonus"))
 
 
 def trace_html(result, tokenizer=None, limit: int | None = None) -> str:
     steps = result.steps if limit is None else result.steps[:limit]
-    return legend_html() + "".join(step_html(s, tokenizer, i) for i, s in enumerate(steps))
+    return legend_html() + "".join(_html(s, tokenizer, i) for i, s in enumerate(steps))
 
 
 def step_viewer(result, tokenizer=None):
-    """A slider over the steps of a SpecResult; static HTML where widgets cannot be shown."""
+    """A slider over the steps of a SpecResult (chains) or a TreeResult (token trees, each step's tree with its accepted
+    path); static HTML where widgets cannot be shown."""
     from IPython.display import HTML, display
 
     tokenizer = tokenizer if tokenizer is not None else None
@@ -67,10 +106,10 @@ def step_viewer(result, tokenizer=None):
 
         def show(change=None):
             step = result.steps[slider.value]
-            before = [tok for s in result.steps[: slider.value] for tok in s.emitted]
+            before = [tok for s in result.steps[: slider.value] for tok in _emitted(s)]
             context = tokenizer.decode(before[-30:]) if tokenizer is not None else str(before[-10:])
             view.value = (legend_html() + f"<div style='color:#555;font-family:monospace'>…{html.escape(context)}</div>"
-                          + step_html(step, tokenizer, slider.value))
+                          + _html(step, tokenizer, slider.value))
 
         slider.observe(show, names="value")
         show()
@@ -316,4 +355,82 @@ def plot_alpha_c_plane(cost_curve: dict, points=(), *, ax=None, taus=None, c_max
     ax.set_ylabel("α = acceptance rate per position")
     ax.set_title(title or "the α-c plane: predicted speedup at the best τ (grey: slower than the target alone)",
                  fontsize=9)
+    return ax
+
+
+def _tree_layout(parents) -> dict:
+    """(depth, row) of each node of a tree (parents[i] = −1: a child of the root): depth left to right, and rows so
+    that every subtree takes a band of its own, its first child on the parent's row."""
+    children = {}
+    for i, parent in enumerate(parents):
+        children.setdefault(parent, []).append(i)
+    place, next_row = {}, [0]
+
+    def visit(node, depth):
+        kids = children.get(node, [])
+        if node != -1:
+            place[node] = (depth, next_row[0])
+        for k, kid in enumerate(kids):
+            if k:
+                next_row[0] += 1
+            visit(kid, depth + 1)
+
+    visit(-1, 0)
+    return place
+
+
+def plot_tree(tree, tokenizer=None, accepted=(), target_tokens=None, ax=None, title=None):
+    """A token tree, root (the prefix's last token) on the left, one column per depth. The accepted path is green,
+    the other nodes grey; ``target_tokens`` (the target's argmax at the root and at each node, 1 + m of them) are
+    written under the nodes, and the target's own token after the accepted path is drawn in blue."""
+    place = _tree_layout(tree.parents)
+    accepted = list(accepted)
+    depth = max((d for d, _ in place.values()), default=0)
+    rows = max((r for _, r in place.values()), default=0) + 1
+    ax = _canvas(ax, 2 * (depth + 2), 1.1 * rows + 0.5)
+    ax.set_ylim(-1.1 * rows + 0.2, 1.0)
+    xy = {-1: (0.0, 0.0)}
+    for node, (d, r) in place.items():
+        xy[node] = (2.0 * d, -1.1 * r)
+    for node, parent in enumerate(tree.parents):
+        (x0, y0), (x1, y1) = xy[parent], xy[node]
+        on_path = node in accepted and (parent == -1 or parent in accepted)
+        ax.plot([x0 + 0.45, x1 - 0.45], [y0, y1], color="#2a8a2a" if on_path else "#bbb", lw=1.6 if on_path else 0.8,
+                zorder=0)
+    under = (lambda i: None) if target_tokens is None else (lambda i: f"target: {_label(tokenizer, target_tokens[i + 1])}")
+    _box(ax, 0.0, 0.0, "root", COLOURS["unused"], width=1.0, bold=True, under=under(-1))
+    for node in range(len(tree)):
+        colour = COLOURS["accepted"] if node in accepted else COLOURS["unused"]
+        _box(ax, *xy[node], _label(tokenizer, tree.tokens[node]), colour, width=1.3, bold=node in accepted,
+             under=under(node))
+    if target_tokens is not None:
+        last = accepted[-1] if accepted else -1
+        x, y = xy[last]
+        extra = 2.0 * (depth + 1)  # a column of its own, beyond the deepest node
+        token = target_tokens[last + 1]
+        ax.plot([x + 0.65, extra - 0.65], [y, y], color="#3b6fc4", lw=1.2, ls="--", zorder=0)
+        _box(ax, extra, y, _label(tokenizer, token), COLOURS["correction"], width=1.3, bold=True, under="the target's")
+    ax.set_xlim(-0.8, 2.0 * (depth + 1) + 1.0)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def plot_tree_mask(tree, prefix_length: int, tokenizer=None, ax=None, prefix_labels=None):
+    """The tree attention mask as a grid: a row per node, a column per prefix position and node; dark = may attend."""
+    import matplotlib.pyplot as plt
+
+    from ..tree import tree_mask
+
+    mask = tree_mask(tree.parents, prefix_length).float().numpy()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.42 * mask.shape[1] + 1.8, 0.42 * mask.shape[0] + 1.2))
+    ax.imshow(mask, cmap="Greens", vmin=0, vmax=1.3, aspect="equal")
+    nodes = [f"{i}: {_label(tokenizer, t)}" for i, t in enumerate(tree.tokens)]
+    prefix = list(prefix_labels) if prefix_labels is not None else [f"x{j}" for j in range(prefix_length)]
+    ax.set_yticks(range(len(nodes)), nodes, fontsize=7, family="monospace")
+    ax.set_xticks(range(mask.shape[1]), prefix + [str(i) for i in range(len(nodes))], fontsize=7, rotation=90)
+    ax.axvline(prefix_length - 0.5, color="#555", lw=0.8)
+    ax.set_xlabel("may attend to: prefix positions | nodes", fontsize=8)
+    ax.set_ylabel("node (query)", fontsize=8)
     return ax
