@@ -86,6 +86,8 @@ def cmd_bench(args) -> int:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
     if args.drafters and args.trees:
         raise ValueError("--drafters and --trees are two different tables: give one of them")
+    if args.levels is not None and args.levels < 1:
+        raise ValueError(f"--levels is the number of draft passes per tree, at least 1; got {args.levels}")
     if any(b < 1 for b in args.budgets):
         raise ValueError(f"--budgets are node counts per tree, each at least 1; got {' '.join(map(str, args.budgets))}")
     bad = [k for k in args.kernels if k not in KERNEL_CHOICES]
@@ -169,10 +171,13 @@ def _bench_trees(args, target, draft, tokenizer, prompts, max_new, machine) -> i
 
     taus = args.taus or [2, 3, 4]
     print(f"machine: {machine}")
-    print(f"{len(prompts)} prompts x {max_new} new tokens; chains tau in {taus}, dynamic trees of {args.budgets} nodes, "
-          f"static 4-2-1-1")
+    level_trees = [(b, args.levels) for b in args.budgets] if args.levels else []
+    print(f"{len(prompts)} prompts x {max_new} new tokens; chains tau in {taus}, dynamic trees of {args.budgets} nodes"
+          + (f" (one draft pass per node, and a level at a time in {args.levels} passes)" if args.levels else "")
+          + ", static 4-2-1-1")
     report = tree_benchmark(target, draft, tokenizer, prompts, taus=taus, budgets=args.budgets, shapes=((4, 2, 1, 1),),
-                            max_new_tokens=max_new, repeats=args.repeats, progress=not args.no_progress)
+                            level_trees=level_trees, max_new_tokens=max_new, repeats=args.repeats,
+                            progress=not args.no_progress)
     report.update({"machine": machine, "split": None if args.prompts else args.split,
                    "command": "python -m specdec_course " + " ".join(sys.argv[1:] if args.argv is None else args.argv)})
     print(format_tree_table(report))
@@ -257,6 +262,8 @@ def main(argv=None) -> int:
                        help="chains against token trees from the draft model: each tau (default 2 3 4), dynamic trees "
                             "of each --budgets, a static 4-2-1-1 tree, with the cost model's prediction per row")
     bench.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16], help="node budgets of the dynamic trees")
+    bench.add_argument("--levels", type=int, default=None,
+                       help="with --trees: also grow each budget's tree a level at a time, in this many draft passes")
     bench.add_argument("--json", default=None, help="also write the report to this JSON file")
     bench.add_argument("--device", default=None)
     bench.set_defaults(run=cmd_bench)

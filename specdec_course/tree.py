@@ -205,6 +205,89 @@ def grow_tree(draft, input_ids: torch.Tensor, budget: int, *, top_k: int = 4, ma
     return tree
 
 
+@torch.no_grad()
+def grow_tree_by_levels(draft, input_ids: torch.Tensor, budget: int, *, top_k: int = 4, width: int | None = None,
+                        depth: int = 4, past_key_values=None) -> TokenTree:
+    """A dynamic tree grown a level at a time (EAGLE-2's way): the draft's pass over the prefix gives the root's
+    ``top_k`` children as candidates; at each level the ``width`` candidates of that level with the highest path log q
+    are expanded together, in **one** draft pass over them (a tree mask, on top of the cached prefix and the levels
+    before), each giving its ``top_k`` children as the next level's candidates. After ``depth`` levels the ``budget``
+    candidates with the highest path log q form the tree (a child's path is never likelier than its parent's, so every
+    chosen node's parent is chosen too). Draft passes: ``depth``, whatever the budget.
+
+    The draft's cache (``past_key_values``) must hold at most the prefix; it is left holding exactly the prefix."""
+    if budget < 1 or depth < 1 or top_k < 1:
+        raise ValueError(f"budget, depth and top_k must be at least 1, got {budget}, {depth}, {top_k}")
+    width = width or top_k
+    n = input_ids.shape[1]
+    device = input_ids.device
+    if past_key_values is None:
+        root = draft(input_ids, use_cache=False).logits[0, -1]
+    else:
+        rollback(past_key_values, min(cache_length(past_key_values), n - 1))
+        root = draft(input_ids[:, cache_length(past_key_values):], past_key_values=past_key_values,
+                     use_cache=True).logits[0, -1]
+    # every candidate: (path log q, depth, its index, parent's candidate index (−1: root), token)
+    candidates: list[tuple[float, int, int, int, int]] = []
+    values, tokens = torch.log_softmax(root.float(), dim=-1).topk(top_k)
+    level = []
+    for value, token in zip(values.tolist(), tokens.tolist()):
+        candidates.append((value, 1, len(candidates), -1, token))
+        level.append(candidates[-1])
+    expanded = TokenTree()   # the candidates the draft has read, in the order its cache holds them
+    where = {}               # candidate index -> node index in ``expanded``
+    for d in range(1, depth):
+        chosen = sorted(level, key=lambda c: -c[0])[:width]
+        first = len(expanded)
+        for value, _, index, parent, token in chosen:
+            where[index] = expanded.add(token, where.get(parent, -1), value)
+        fresh = list(range(first, len(expanded)))
+        logits = _node_logits(draft, input_ids, expanded, fresh, past_key_values)
+        level = []
+        for row, node in enumerate(fresh):
+            index = chosen[row][2]
+            values, tokens = torch.log_softmax(logits[row].float(), dim=-1).topk(top_k)
+            for value, token in zip(values.tolist(), tokens.tolist()):
+                candidates.append((chosen[row][0] + value, d + 1, len(candidates), index, token))
+                level.append(candidates[-1])
+    if past_key_values is not None:
+        rollback(past_key_values, n)
+    kept = sorted(candidates, key=lambda c: (-c[0], c[1], c[2]))[:budget]
+    kept_set = {c[2] for c in kept}
+    tree, node_of = TokenTree(), {}
+    for value, _, index, parent, token in sorted(kept, key=lambda c: (c[1], -c[0], c[2])):  # parents before children
+        if parent != -1 and parent not in kept_set:  # (only a tie in log q could leave a parent out)
+            continue
+        node_of[index] = tree.add(token, node_of.get(parent, -1), value)
+    return tree
+
+
+def _node_logits(model, input_ids: torch.Tensor, tree: TokenTree, fresh: list[int], past_key_values) -> torch.Tensor:
+    """The model's logits (len(fresh), vocab) at the tree nodes ``fresh`` (the last ones added), from one pass over them;
+    the cache, when given, holds the prefix and the nodes before them (in node order) and then holds them too. Without a
+    cache the prefix and every node are fed (the same numbers, computed again)."""
+    n = input_ids.shape[1]
+    mask = tree_mask(tree.parents, n)
+    positions = tree_positions(tree.parents, n)
+    if past_key_values is None:
+        logits = tree_logits(model, input_ids, tree)
+        return logits[[i + 1 for i in fresh]]
+    seen = cache_length(past_key_values)
+    if seen != n + fresh[0]:
+        raise ValueError(f"the cache should hold the {n}-token prefix and {fresh[0]} nodes, it holds {seen} positions")
+    fed = torch.tensor([[tree.tokens[i] for i in fresh]], dtype=torch.long, device=input_ids.device)
+    allowed = mask[fresh]
+    if is_static(past_key_values):
+        capacity = past_key_values.layers[0].max_cache_len
+        if n + len(tree) > capacity:
+            raise ValueError(f"the static cache holds {capacity} positions; the prefix and the tree need {n + len(tree)}")
+        allowed = torch.cat([allowed, torch.zeros(len(fresh), capacity - allowed.shape[1], dtype=torch.bool)], 1)
+    additive = _additive(allowed, getattr(model, "dtype", torch.float32))[None, None].to(input_ids.device)
+    out = model(fed, attention_mask=additive, position_ids=positions[fresh].view(1, -1).to(input_ids.device),
+                past_key_values=past_key_values, use_cache=True)
+    return out.logits[0]
+
+
 def static_tree(shape) -> list[int]:
     """The parents of a fixed tree shape: ``shape[d]`` = how many children each depth-d node on the main line gets
     (the main line is every level's first child). E.g. (3, 2, 1): 3 guesses for the next token, 2 for the one after the
@@ -328,10 +411,12 @@ class TreeResult:
 
 @torch.no_grad()
 def tree_generate(target, draft, input_ids, max_new_tokens: int, *, budget: int = 8, top_k: int = 4, shape=None,
-                  temperature: float = 0.0, eos_token_id=None, use_cache: bool = True, cache_kind: str = "dynamic",
-                  seed: int | None = None, generator: torch.Generator | None = None) -> TreeResult:
+                  levels: int | None = None, temperature: float = 0.0, eos_token_id=None, use_cache: bool = True,
+                  cache_kind: str = "dynamic", seed: int | None = None,
+                  generator: torch.Generator | None = None) -> TreeResult:
     """Speculative decoding with token trees: the draft grows a tree (dynamic, ``budget`` nodes, best-first by path
-    probability; or the fixed ``shape``), the target scores every node in one pass, the longest path it accepts is kept,
+    probability, one draft pass per node; with ``levels``, a level at a time in that many draft passes,
+    ``grow_tree_by_levels``; or the fixed ``shape``), the target scores every node in one pass, the longest path it accepts is kept,
     then its own token after that path. Temperature 0: exactly the target's greedy output; > 0: sampled, distributed as
     the target's (see ``accept_sampling``)."""
     from .cache import new_cache
@@ -342,11 +427,15 @@ def tree_generate(target, draft, input_ids, max_new_tokens: int, *, budget: int 
     check_max_new_tokens(max_new_tokens)
     if shape is None and budget < 1:
         raise ValueError(f"budget (nodes per tree) must be at least 1, got {budget}")
+    if levels is not None and levels < 1:
+        raise ValueError(f"levels (draft passes per tree) must be at least 1, got {levels}")
     if shape is not None and (not shape or any(int(w) < 1 for w in shape)):
         raise ValueError(f"shape gives each level's number of children, each at least 1; got {shape!r}")
     if temperature > 0 and generator is None:
         generator = make_generator(seed)
     nodes = sum(shape) if shape is not None else budget
+    if levels is not None:  # the draft's cache holds every expanded candidate while the tree grows
+        nodes = max(nodes, (levels - 1) * top_k)
     capacity = ids.shape[1] + max_new_tokens + nodes + 2
     target_cache = new_cache(target, cache_kind, capacity) if use_cache else None
     draft_cache = new_cache(draft, cache_kind, capacity) if use_cache else None
@@ -361,6 +450,8 @@ def tree_generate(target, draft, input_ids, max_new_tokens: int, *, budget: int 
         start = clock.now()
         if shape is not None:
             tree = fill_static_tree(draft, sequence, shape, past_key_values=draft_cache)
+        elif levels is not None:
+            tree = grow_tree_by_levels(draft, sequence, budget, top_k=top_k, depth=levels, past_key_values=draft_cache)
         else:
             tree = grow_tree(draft, sequence, budget, top_k=top_k, past_key_values=draft_cache)
         sync(ids.device)

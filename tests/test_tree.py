@@ -9,7 +9,8 @@ import torch
 import specdec_course as sc
 from specdec_course.cache import new_cache
 from specdec_course.tree import (TokenTree, accept_greedy, accept_sampling, compact_cache, expected_accepted_length,
-                                 grow_tree, static_tree, tree_generate, tree_logits, tree_mask, tree_positions)
+                                 grow_tree, grow_tree_by_levels, static_tree, tree_generate, tree_logits, tree_mask,
+                                 tree_positions)
 
 from helpers import BigramLM, CharTokenizer, noisy_copy
 from test_speculative import _chi_square
@@ -104,7 +105,7 @@ def test_tree_decoding_keeps_greedy_output_identical(cache_kind):
     draft = noisy_copy(target, 0.5, 3)
     reference = sc.autoregressive_generate(target, PROMPT, 24).tokens
     configs = [{"budget": 1}, {"budget": 4, "top_k": 2}, {"budget": 10, "top_k": 3}, {"shape": (1, 1, 1)},
-               {"shape": (3, 2, 1)}]
+               {"shape": (3, 2, 1)}, {"budget": 6, "top_k": 2, "levels": 3}, {"budget": 10, "top_k": 3, "levels": 4}]
     accepted = drafted = 0
     for config in configs:
         result = tree_generate(target, draft, PROMPT, 24, use_cache=cache_kind is not None,
@@ -135,6 +136,36 @@ def test_the_grown_tree_is_best_first_by_path_probability_and_within_budget():
     assert static_tree((3, 2, 1)) == [-1, -1, -1, 0, 0, 3]
 
 
+@pytest.mark.parametrize("cache_kind", ["dynamic", "static"])
+def test_a_tree_grown_a_level_at_a_time_takes_one_draft_pass_per_level(cache_kind):
+    target = sc.tiny_llama(1, peaked=2.0)
+    draft = noisy_copy(target, 0.5, 3)
+    prompt = torch.tensor([PROMPT])
+    calls = []
+    hook = draft.register_forward_pre_hook(lambda module, args, kwargs: calls.append(1), with_kwargs=True)
+    try:
+        cache = new_cache(draft, cache_kind, 64)
+        tree = grow_tree_by_levels(draft, prompt, 7, top_k=3, depth=4, past_key_values=cache)
+    finally:
+        hook.remove()
+    assert len(calls) == 4, "the root's pass and one pass per further level"
+    assert cache.get_seq_length() == len(PROMPT), "the draft's cache is left holding exactly the prefix"
+    assert len(tree) == 7 and max(tree.depth(i) for i in range(len(tree))) <= 4
+    for i, parent in enumerate(tree.parents):
+        assert parent < i and (parent == -1 or tree.log_q[parent] >= tree.log_q[i])
+    # the same tree without a cache (every pass over the prefix and all nodes), and the log q of each path recomputed
+    assert grow_tree_by_levels(draft, prompt, 7, top_k=3, depth=4) == tree
+    for i in range(len(tree)):
+        path = [tree.tokens[j] for j in tree.path(i)]
+        log_q = 0.0
+        for k, token in enumerate(path):
+            logits = draft(torch.cat([prompt, torch.tensor([path[:k]], dtype=torch.long)], 1)).logits[0, -1]
+            log_q += torch.log_softmax(logits.float(), -1)[token].item()
+        assert tree.log_q[i] == pytest.approx(log_q, abs=1e-4)
+    with pytest.raises(ValueError, match="at least 1"):
+        grow_tree_by_levels(draft, prompt, 4, depth=0)
+
+
 SAMPLES = 4_000
 
 
@@ -151,7 +182,7 @@ def _sampled(target, draft, n, accept=None, **config):
         tree_module.accept_sampling = saved
 
 
-@pytest.mark.parametrize("config", [{"budget": 4, "top_k": 2}, {"shape": (3, 1)}])
+@pytest.mark.parametrize("config", [{"budget": 4, "top_k": 2}, {"shape": (3, 1)}, {"budget": 4, "top_k": 2, "levels": 2}])
 def test_sampling_with_trees_follows_the_targets_distribution(config):
     gen = torch.Generator().manual_seed(11)
     target = BigramLM(torch.randn(5, 5, generator=gen) * 1.5)
@@ -203,6 +234,7 @@ def test_the_tree_cost_model_with_set_costs():
     assert (draft_passes("chain", 3), nodes_of("chain", 3)) == (3, 3)
     assert (draft_passes("tree", 8), nodes_of("tree", 8)) == (8, 8)
     assert (draft_passes("static", (4, 2, 1)), nodes_of("static", (4, 2, 1))) == (3, 7)
+    assert (draft_passes("levels", (8, 3)), nodes_of("levels", (8, 3))) == (3, 8)
     with pytest.raises(ValueError, match="T\\(18\\)"):
         predicted_speedup(costs, 2.0, passes=17, nodes=17)
     with pytest.raises(ValueError, match="kind"):
@@ -216,9 +248,10 @@ def test_chain_and_tree_rows_side_by_side_with_their_predictions():
     draft = noisy_copy(target, 0.6, 3)
     costs = {"T": {k: 5.0 + 0.5 * k for k in range(1, 10)}, "draft": 0.5}
     report = tree_benchmark(target, draft, CharTokenizer(), ["abc de", "fgh ij"], taus=(2, 3), budgets=(4, 8),
-                            shapes=((3, 2, 1),), max_new_tokens=16, costs=costs, progress=False)
+                            shapes=((3, 2, 1),), level_trees=((6, 3),), max_new_tokens=16, costs=costs, progress=False)
     kinds = [(r["kind"], r["setting"]) for r in report["rows"]]
-    assert kinds == [("target", None), ("chain", 2), ("chain", 3), ("tree", 4), ("tree", 8), ("static", (3, 2, 1))]
+    assert kinds == [("target", None), ("chain", 2), ("chain", 3), ("tree", 4), ("tree", 8), ("levels", (6, 3)),
+                     ("static", (3, 2, 1))]
     assert all(r["identical"] for r in report["rows"]), "every chain and tree must reproduce target-only greedy"
     for r in report["rows"][1:]:
         assert r["predicted"] == pytest.approx(predicted_speedup(costs, r["tokens_per_pass"], r["draft_passes"],
@@ -228,6 +261,7 @@ def test_chain_and_tree_rows_side_by_side_with_their_predictions():
         max(r["tokens_per_pass"] for r in report["rows"][3:]) / max(r["tokens_per_pass"] for r in report["rows"][1:3]))
     text = format_tree_table(report)
     assert "dynamic tree, 8 nodes" in text and "static tree 3-2-1" in text and "NO" not in text
+    assert "dynamic tree, 6 nodes by levels" in text and report["rows"][5]["draft_passes"] == 3
 
 
 def test_the_budget_is_chosen_from_the_costs_and_the_measured_tokens_per_pass():

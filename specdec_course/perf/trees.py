@@ -29,17 +29,21 @@ def step_costs(target, draft, *, max_nodes: int = 16, prefix_length: int = 64, r
 
 def draft_passes(kind: str, setting) -> int:
     """Draft passes per step: a chain of τ makes τ; a dynamic tree of b nodes one for the root and one per node it
-    expands (b); a static shape one per level."""
+    expands (b); a tree grown a level at a time, setting (b, levels), one per level; a static shape one per level."""
     if kind == "chain":
         return int(setting)
     if kind == "tree":
         return int(setting)
+    if kind == "levels":
+        return int(setting[1])
     if kind == "static":
         return len(setting)
-    raise ValueError(f"kind must be 'chain', 'tree' or 'static', got {kind!r}")
+    raise ValueError(f"kind must be 'chain', 'tree', 'levels' or 'static', got {kind!r}")
 
 
 def nodes_of(kind: str, setting) -> int:
+    if kind == "levels":
+        return int(setting[0])
     return sum(setting) if kind == "static" else int(setting)
 
 
@@ -65,22 +69,29 @@ def run_configuration(target, draft, ids, max_new_tokens, eos, kind, setting):
         result = speculative_generate(target, draft, ids, max_new_tokens, tau=setting, eos_token_id=eos,
                                       cache_kind="dynamic")
         return result.tokens, result.target_passes
-    options = {"shape": tuple(setting)} if kind == "static" else {"budget": setting}
+    if kind == "static":
+        options = {"shape": tuple(setting)}
+    elif kind == "levels":
+        options = {"budget": setting[0], "levels": setting[1]}
+    else:
+        options = {"budget": setting}
     result = tree_generate(target, draft, ids, max_new_tokens, eos_token_id=eos, **options)
     return result.tokens, result.target_passes
 
 
 @torch.no_grad()
 def tree_benchmark(target, draft, tokenizer, prompts, *, taus=(2, 3), budgets=(4, 8, 16), shapes=((4, 2, 1, 1),),
-                   max_new_tokens: int = 48, costs: dict | None = None, repeats: int = 3, progress: bool = True) -> dict:
-    """Target-only, chains of each τ and trees (dynamic of each budget, static of each shape) from the same draft,
+                   level_trees=(), max_new_tokens: int = 48, costs: dict | None = None, repeats: int = 3,
+                   progress: bool = True) -> dict:
+    """Target-only, chains of each τ and trees (dynamic of each budget; dynamic grown a level at a time, each
+    (budget, levels) of ``level_trees``; static of each shape) from the same draft,
     prompt by prompt in turns. Each row: tokens/s, ratio to target-only, tokens per target pass, nodes, draft passes,
     the cost model's predicted speedup (from ``costs``, measured first when not given, and the row's own tokens per
     pass) and whether every output equals target-only greedy."""
     from ..models import chat_prompt
 
     configs = [("target", None)] + [("chain", t) for t in taus] + [("tree", b) for b in budgets]
-    configs += [("static", tuple(s)) for s in shapes]
+    configs += [("levels", (int(b), int(d))) for b, d in level_trees] + [("static", tuple(s)) for s in shapes]
     most = max(nodes_of(k, s) for k, s in configs[1:]) if len(configs) > 1 else 1
     costs = costs or step_costs(target, draft, max_nodes=most, repeats=repeats)
     ids = [chat_prompt(tokenizer, p).to(target.device) for p in prompts]
@@ -119,7 +130,7 @@ def tree_benchmark(target, draft, tokenizer, prompts, *, taus=(2, 3), budgets=(4
 def best_rows(report: dict) -> dict:
     """The fastest chain and the fastest tree of a ``tree_benchmark`` report, and the tree's gains over the chain."""
     chains = [r for r in report["rows"] if r["kind"] == "chain"]
-    trees = [r for r in report["rows"] if r["kind"] in ("tree", "static")]
+    trees = [r for r in report["rows"] if r["kind"] in ("tree", "levels", "static")]
     if not chains or not trees:
         raise ValueError("the report needs at least one chain row and one tree row")
     chain = max(chains, key=lambda r: r["ratio"])
@@ -135,6 +146,8 @@ def format_tree_table(report: dict) -> str:
     for r in report["rows"]:
         if r["kind"] == "static":
             name = "static tree " + "-".join(map(str, r["setting"]))
+        elif r["kind"] == "levels":
+            name = f"dynamic tree, {r['setting'][0]} nodes by levels"
         else:
             name = {"target": "target only (course loop)", "chain": f"chain, τ = {r['setting']}",
                     "tree": f"dynamic tree, {r['setting']} nodes"}[r["kind"]]
@@ -146,7 +159,8 @@ def format_tree_table(report: dict) -> str:
     lines += ["", f"cost model: T(1) = {T[1]:.1f} ms, T({max(T)})/T(1) = {T[max(T)] / T[1]:.2f}, one draft pass "
                   f"{report['costs_ms']['draft']:.1f} ms, loop overhead {report['overhead_ms']:.1f} ms per target pass; "
                   "predicted = (tokens per pass)(T(1) + o) / (passes · d + T(nodes + 1) + o)"]
-    if any(r["kind"] == "chain" for r in report["rows"]) and any(r["kind"] in ("tree", "static") for r in report["rows"]):
+    if any(r["kind"] == "chain" for r in report["rows"]) and any(r["kind"] in ("tree", "levels", "static")
+                                                                for r in report["rows"]):
         best = best_rows(report)
         lines.append(f"best tree / best chain: {best['speedup_over_chain']:.2f}x the speed, "
                      f"{best['tokens_per_pass_over_chain']:.2f}x the tokens per pass")
