@@ -183,6 +183,15 @@ def _bench_trees(args, target, draft, tokenizer, prompts, max_new, machine) -> i
     print(format_tree_table(report))
     if args.json:
         _write_json(args.json, report)
+    if args.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        from .course.viz import plot_tree_rows
+
+        ax = plot_tree_rows(report, title=f"chains and trees, {len(prompts)} prompts × {max_new} tokens\n{machine}")
+        ax.figure.tight_layout()
+        ax.figure.savefig(args.plot, dpi=110)
+        print(f"wrote {args.plot}")
     return 0
 
 

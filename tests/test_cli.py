@@ -167,3 +167,29 @@ def test_lab_targets_serve_the_whole_course_folder():
         assert out.returncode == 0, out.stderr
         line = next(l for l in out.stdout.splitlines() if "jupyter lab" in l)
         assert f"--ServerApp.root_dir={ROOT}" in line and "notebooks/00_autoregressive_generation.ipynb" in line
+
+
+def test_bench_trees_prints_the_table_and_writes_json_and_plot(tmp_path, monkeypatch, capsys):
+    import json
+
+    from specdec_course import __main__ as cli
+    import specdec_course as sc
+    from helpers import CharTokenizer, noisy_copy
+
+    target = sc.tiny_llama(3, vocab_size=64, peaked=2.0)
+    draft = noisy_copy(target, 0.6, 3)
+    monkeypatch.setattr(sc_models, "load_pair", lambda *a, **k: (target, draft, CharTokenizer()))  # tiny, in seconds
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text('["abc de", "fgh"]')
+    argv = ["bench", "--trees", "--prompts", str(prompts), "--max-new-tokens", "8", "--taus", "2", "--budgets", "2", "4",
+            "--levels", "2", "--repeats", "1", "--no-progress", "--json", str(tmp_path / "t.json"),
+            "--plot", str(tmp_path / "t.png")]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "dynamic tree, 4 nodes by levels" in out and "best tree / best chain" in out
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert [(r["kind"], r["setting"]) for r in report["rows"]] == [
+        ("target", None), ("chain", 2), ("tree", 2), ("tree", 4), ("levels", [2, 2]), ("levels", [4, 2]),
+        ("static", [4, 2, 1, 1])]
+    assert all(r["identical"] for r in report["rows"]) and report["command"].startswith("python -m specdec_course bench")
+    assert (tmp_path / "t.png").stat().st_size > 10_000

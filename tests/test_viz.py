@@ -108,3 +108,26 @@ def test_the_step_viewer_shows_each_tree_step_with_its_accepted_path():
         assert (COLOURS["bonus"] in page) == bool(leaf) and (COLOURS["correction"] in page) == (not leaf)
     assert any(step.accepted for step in result.steps), "the tiny pair should accept something"
     assert trace_html(result).count("tree nodes on the accepted path") == len(result.steps)
+
+
+def test_plot_tree_rows_places_each_configuration_at_its_tokens_per_pass_and_speedup():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from specdec_course.course.viz import plot_tree_rows
+
+    rows = [{"kind": "target", "setting": None, "ratio": 1.0, "tokens_per_pass": 1.0},
+            {"kind": "chain", "setting": 2, "ratio": 0.9, "tokens_per_pass": 1.3, "predicted": 0.95},
+            {"kind": "tree", "setting": 8, "ratio": 0.7, "tokens_per_pass": 1.7, "predicted": 0.8},
+            {"kind": "levels", "setting": [8, 3], "ratio": 0.88, "tokens_per_pass": 1.72, "predicted": 1.0},
+            {"kind": "static", "setting": [4, 2, 1, 1], "ratio": 0.97, "tokens_per_pass": 1.65, "predicted": 0.93}]
+    ax = plot_tree_rows({"rows": rows})
+    points = {tuple(line.get_xydata()[0]) for line in ax.lines if len(line.get_xydata()) == 1}
+    for r in rows[1:]:
+        assert (r["tokens_per_pass"], r["ratio"]) in points and (r["tokens_per_pass"], r["predicted"]) in points
+    labels = [t.get_text() for t in ax.texts]
+    assert labels == ["chain, τ = 2", "8 nodes", "8 nodes by levels", "4-2-1-1"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "chains", "dynamic trees, a draft pass per node", "dynamic trees by levels", "static trees"]
+    plt.close("all")

@@ -175,6 +175,37 @@ def plot_drafters(report: dict, ax=None, title: str | None = None):
     return ax
 
 
+def plot_tree_rows(report: dict, ax=None, title: str | None = None):
+    """Chains against trees (a ``tree_benchmark`` report): each configuration at (tokens per target pass, measured
+    speedup), its predicted speedup an open marker above or below it; chains, dynamic trees (a node at a time or by
+    levels) and static trees in their own colours."""
+    import matplotlib.pyplot as plt
+
+    from ..perf.trees import row_name
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.0, 4.0))
+    colours = {"chain": "#4c72b0", "tree": "#dd8452", "levels": "#55a868", "static": "#c44e52"}
+    names = {"chain": "chains", "tree": "dynamic trees, a draft pass per node", "levels": "dynamic trees by levels",
+             "static": "static trees"}
+    for kind, colour in colours.items():
+        rows = [r for r in report["rows"] if r["kind"] == kind]
+        if not rows:
+            continue
+        ax.plot([r["tokens_per_pass"] for r in rows], [r["ratio"] for r in rows], "o", color=colour, label=names[kind])
+        for r in rows:
+            ax.plot([r["tokens_per_pass"]] * 2, [r["ratio"], r["predicted"]], ":", color=colour, lw=0.8)
+            ax.plot(r["tokens_per_pass"], r["predicted"], "o", mfc="none", color=colour, ms=5)
+            ax.annotate(row_name(r).replace("dynamic tree, ", "").replace("static tree ", ""),
+                        (r["tokens_per_pass"], r["ratio"]), xytext=(4, -9), textcoords="offset points", fontsize=6.5)
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xlabel("tokens per target pass")
+    ax.set_ylabel("speedup over target-only")
+    ax.set_title(title or "chains and trees (open markers: predicted)", fontsize=9)
+    ax.legend(fontsize=7)
+    return ax
+
+
 # ---- figures for notebooks 01, 02 and 04: boxes of real tokens, drawn with matplotlib
 
 def _label(tokenizer, token: int) -> str:

@@ -140,17 +140,25 @@ def best_rows(report: dict) -> dict:
             "tokens_per_pass_over_chain": max(r["tokens_per_pass"] for r in trees) / best_chain_tpp}
 
 
+def row_name(row: dict) -> str:
+    """A row's configuration in words: "chain, τ = 3", "dynamic tree, 8 nodes", "static tree 4-2-1-1", ..."""
+    kind, setting = row["kind"], row["setting"]
+    if kind == "static":
+        return "static tree " + "-".join(map(str, setting))
+    if kind == "levels":
+        return f"dynamic tree, {setting[0]} nodes by levels"
+    if kind == "tree":
+        return f"dynamic tree, {setting} nodes"
+    if kind == "chain":
+        return f"chain, τ = {setting}"
+    return "target only (course loop)"
+
+
 def format_tree_table(report: dict) -> str:
     lines = [f"{'configuration':34s} {'nodes':>5s} {'passes':>6s} {'tokens/s':>8s} {'ratio':>6s} {'tok/pass':>8s} "
              f"{'predicted':>9s} {'identical':>9s}"]
     for r in report["rows"]:
-        if r["kind"] == "static":
-            name = "static tree " + "-".join(map(str, r["setting"]))
-        elif r["kind"] == "levels":
-            name = f"dynamic tree, {r['setting'][0]} nodes by levels"
-        else:
-            name = {"target": "target only (course loop)", "chain": f"chain, τ = {r['setting']}",
-                    "tree": f"dynamic tree, {r['setting']} nodes"}[r["kind"]]
+        name = row_name(r)
         lines.append(f"{name:34s} {r.get('nodes', ''):>5} {r.get('draft_passes', ''):>6} {r['tokens_per_s']:8.1f} "
                      f"{r['ratio']:5.2f}x {r['tokens_per_pass']:8.2f} "
                      f"{(format(r['predicted'], '.2f') + 'x') if 'predicted' in r else '':>9s} "
