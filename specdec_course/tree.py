@@ -438,7 +438,8 @@ def tree_generate(target, draft, input_ids, max_new_tokens: int, *, budget: int 
         nodes = max(nodes, (levels - 1) * top_k)
     capacity = ids.shape[1] + max_new_tokens + nodes + 2
     target_cache = new_cache(target, cache_kind, capacity) if use_cache else None
-    draft_cache = new_cache(draft, cache_kind, capacity) if use_cache else None
+    proposes_trees = hasattr(draft, "propose_tree")  # a drafter with trees of its own (prompt lookup's matches)
+    draft_cache = new_cache(draft, cache_kind, capacity) if use_cache and not proposes_trees else None
     eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or [])
     tokens: list[int] = []
     steps: list[TreeStep] = []
@@ -448,7 +449,9 @@ def tree_generate(target, draft, input_ids, max_new_tokens: int, *, budget: int 
         n = sequence.shape[1]
         # 1. the draft proposes a tree of guesses
         start = clock.now()
-        if shape is not None:
+        if proposes_trees:
+            tree = draft.propose_tree(sequence, budget)
+        elif shape is not None:
             tree = fill_static_tree(draft, sequence, shape, past_key_values=draft_cache)
         elif levels is not None:
             tree = grow_tree_by_levels(draft, sequence, budget, top_k=top_k, depth=levels, past_key_values=draft_cache)

@@ -166,6 +166,60 @@ def test_a_tree_grown_a_level_at_a_time_takes_one_draft_pass_per_level(cache_kin
         grow_tree_by_levels(draft, prompt, 4, depth=0)
 
 
+@pytest.mark.parametrize("scheme", ["int4", "int4-exact"])
+def test_trees_from_the_targets_quantized_copy(scheme):
+    """The quantized self-draft's compact forward pass takes the tree mask and positions: one pass over a tree gives
+    each node its path's logits, and trees grown from the copy (a node at a time, by levels, static) keep greedy output."""
+    from specdec_course.drafters import quantized_copy
+
+    target = sc.tiny_llama(0, peaked=2.0)
+    copy = quantized_copy(target, scheme)
+    copy.float_from = None  # 4 bits in every pass, so a pass over the tree and a pass over one path compute alike
+    prompt, tree = torch.tensor([PROMPT]), _tree()
+    logits = tree_logits(copy, prompt, tree)
+    for node in range(len(tree)):
+        path = torch.tensor([[tree.tokens[i] for i in tree.path(node)]])
+        alone = copy(torch.cat([prompt, path], 1)).logits[0, -1]
+        assert torch.allclose(logits[node + 1], alone, atol=1e-2, rtol=1e-2), f"node {node}"
+    reference = sc.autoregressive_generate(target, PROMPT, 24).tokens
+    for config in ({"budget": 5, "top_k": 2}, {"budget": 6, "top_k": 2, "levels": 3}, {"shape": (2, 1, 1)}):
+        for cache_kind in ("dynamic", "static"):
+            result = tree_generate(target, copy, PROMPT, 24, cache_kind=cache_kind, **config)
+            assert result.tokens == reference, f"{scheme} {config} {cache_kind}"
+            assert result.tokens_per_pass > 1.5  # the copy agrees with its target: paths are accepted
+
+
+def test_prompt_lookup_offers_its_matches_as_branches():
+    from specdec_course.drafters import PromptLookup, find_continuation, lookup_tree
+
+    tokens = [1, 2, 7, 1, 2, 8, 5, 1, 2]
+    tree = lookup_tree(tokens, 10, 3)   # "1 2" was followed by "8 5 1" (most recent) and by "7 1 2"
+    assert (tree.tokens, tree.parents) == ([8, 5, 1, 7, 1, 2], [-1, 0, 1, -1, 3, 4])
+    assert [tree.tokens[i] for i in tree.path(2)] == find_continuation(tokens, 3)  # the chain is the first branch
+    assert lookup_tree(tokens, 4, 3).tokens == [8, 5, 1, 7]                         # the budget cuts the branches
+    assert len(lookup_tree([1, 2, 3], 5, 3)) == 0                                   # nothing occurred before
+    target = sc.tiny_llama(2, peaked=2.0)
+    lookup = PromptLookup.for_model(target)
+    reference = sc.autoregressive_generate(target, PROMPT, 24).tokens
+    for kind in ("dynamic", "static", None):
+        result = tree_generate(target, lookup, PROMPT, 24, budget=6, use_cache=kind is not None, cache_kind=kind or "dynamic")
+        assert result.tokens == reference, f"cache {kind}"
+    assert any(len(step.tree.children(node)) > 1 for step in result.steps for node in range(-1, len(step.tree))), \
+        "no step's tree branched"
+
+
+def test_sampling_with_prompt_lookup_trees_follows_the_targets_distribution():
+    from specdec_course.drafters import PromptLookup
+
+    gen = torch.Generator().manual_seed(5)
+    target = BigramLM(torch.randn(5, 5, generator=gen) * 1.5)
+    lookup = PromptLookup(5)
+    counts = Counter(tuple(tree_generate(target, lookup, [2, 0, 2, 1, 2], 3, budget=4, temperature=1.0, seed=s,
+                                         use_cache=False).tokens) for s in range(SAMPLES))
+    stat, critical = _chi_square(counts, target.sequence_probs(2, 3, 1.0), SAMPLES)
+    assert stat < critical, f"chi-square {stat:.1f} above the 0.001 critical value {critical:.1f}"
+
+
 SAMPLES = 4_000
 
 

@@ -6,10 +6,10 @@ their q and rolls back what the target rejected (``Drafter``).
 """
 from .base import Drafter, ModelDrafter, as_drafter
 from .feature_head import FeatureHead, FeatureHeadDrafter, load_feature_head
-from .lookup import PromptLookup, find_continuation
+from .lookup import PromptLookup, find_continuation, lookup_tree
 from .quantized import Int4Linear, Int8Linear, quantize_, quantized_copy, quantized_self_draft
 from .two_level import TwoLevelDrafter
 
-__all__ = ["Drafter", "ModelDrafter", "as_drafter", "PromptLookup", "find_continuation", "Int4Linear", "Int8Linear",
+__all__ = ["Drafter", "ModelDrafter", "as_drafter", "PromptLookup", "find_continuation", "lookup_tree", "Int4Linear", "Int8Linear",
            "quantize_", "quantized_copy", "quantized_self_draft", "TwoLevelDrafter",
            "FeatureHead", "FeatureHeadDrafter", "load_feature_head"]

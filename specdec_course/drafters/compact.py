@@ -141,18 +141,29 @@ class CompactLlama(torch.nn.Module):
         return F.rms_norm(x, weight.shape, weight, self.eps)
 
     def forward(self, input_ids: torch.Tensor, past_key_values: CompactCache | None = None, use_cache: bool = False,
-                **unused):
-        """Logits (1, k, vocab) for the k new tokens ``input_ids`` (1, k) after the cache's positions."""
+                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None, **unused):
+        """Logits (1, k, vocab) for the k new tokens ``input_ids`` (1, k) after the cache's positions. By default new
+        token i sees every cached position and new tokens 0 … i, at position start + i; a token tree passes its own
+        ``attention_mask`` (1, 1, k, start + k), additive as transformers takes it, and ``position_ids`` (1, k)."""
         k = input_ids.shape[1]
         cache = past_key_values if past_key_values is not None else self.new_cache(k)
         start = cache.length
         if start + k > cache.keys.shape[2]:
             raise ValueError(f"the cache holds at most {cache.keys.shape[2]} positions; {start} + {k} asked for")
-        positions = torch.arange(start, start + k, device=input_ids.device, dtype=torch.float32)
+        if position_ids is not None:
+            positions = position_ids.reshape(-1).to(device=input_ids.device, dtype=torch.float32)
+        else:
+            positions = torch.arange(start, start + k, device=input_ids.device, dtype=torch.float32)
         angles = positions[:, None] * self.inv_freq[None, :].float()
         turn = torch.polar(torch.full_like(angles, self.rope_scaling), angles)[:, None]   # (k, 1, d/2) e^{iθ}
         mask = None
-        if k > 1:  # new token i sees every cached position and new tokens 0 … i
+        if attention_mask is not None:
+            if attention_mask.dim() != 4 or attention_mask.shape[-1] < start + k:
+                raise ValueError("the compact forward pass takes a 4D attention mask (1, 1, k, cached + k), as a token "
+                                 f"tree gives; got shape {tuple(attention_mask.shape)}")
+            mask = attention_mask[0, 0, :, :start + k]
+            mask = mask if mask.dtype == torch.bool else mask == 0   # additive: 0 where a token may attend
+        elif k > 1:  # new token i sees every cached position and new tokens 0 … i
             mask = torch.ones(k, start + k, dtype=torch.bool, device=input_ids.device).tril(diagonal=start)
         h = F.embedding(input_ids[0], self.embed)                         # (k, hidden)
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim

@@ -31,6 +31,41 @@ def find_continuation(tokens: list[int], tau: int, *, max_ngram: int = 3, min_ng
     return []
 
 
+def find_continuations(tokens: list[int], depth: int, *, max_ngram: int = 3, min_ngram: int = 1):
+    """Every earlier occurrence's continuation (up to ``depth`` tokens) of the n-grams ending ``tokens``: the longest n
+    first and, for each n, the most recent occurrence first (``find_continuation``'s order: its answer comes first)."""
+    length = len(tokens)
+    for n in range(min(max_ngram, length - 1), min_ngram - 1, -1):
+        tail = tokens[length - n:]
+        for start in range(length - n - 1, -1, -1):
+            if tokens[start:start + n] == tail:
+                yield tokens[start + n:start + n + depth]
+
+
+def lookup_tree(tokens: list[int], budget: int, depth: int, *, max_ngram: int = 3, min_ngram: int = 1):
+    """A token tree of prompt lookup's matches: each earlier occurrence's continuation (``find_continuations`` order) is
+    a branch, branches that begin alike share their nodes (a trie), until ``budget`` nodes are used. The first branch
+    is exactly what ``find_continuation`` proposes as a chain; the others are the alternatives a chain leaves out."""
+    from ..tree import TokenTree
+
+    if budget < 1 or depth < 1:
+        raise ValueError(f"budget and depth must be at least 1, got {budget} and {depth}")
+    tree = TokenTree()
+    for continuation in find_continuations(tokens, depth, max_ngram=max_ngram, min_ngram=min_ngram):
+        node = -1
+        for token in continuation:
+            known = [c for c in tree.children(node) if tree.tokens[c] == token]
+            if known:
+                node = known[0]
+                continue
+            if len(tree) == budget:
+                break
+            node = tree.add(token, node)   # log q 0: a proposal that is certain (one-hot q)
+        if len(tree) == budget:
+            break
+    return tree
+
+
 class PromptLookup(Drafter):
     """Drafts by n-gram match over the prompt and the output so far (``find_continuation``); one-hot q."""
 
@@ -58,6 +93,10 @@ class PromptLookup(Drafter):
         if tokens:
             q[torch.arange(len(tokens), device=q.device), torch.tensor(tokens, device=q.device)] = 1.0  # one-hot: the proposal is certain
         return Draft(tokens=tokens, q=q)
+
+    def propose_tree(self, sequence, budget, *, depth: int = 4):
+        """A tree of the matches' continuations (``lookup_tree``), for token-tree decoding."""
+        return lookup_tree(sequence[0].tolist(), budget, depth, max_ngram=self.max_ngram, min_ngram=self.min_ngram)
 
     @property
     def vocab_size(self):
