@@ -18,28 +18,22 @@ from ..draft import Draft
 from .base import Drafter
 
 
-def find_continuation(tokens: list[int], tau: int, *, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:
-    """Up to ``tau`` tokens that followed the most recent earlier occurrence of the longest n-gram ending ``tokens``
-    (n from ``max_ngram`` down to ``min_ngram``); [] when no such n-gram occurred before."""
+def find_continuations(tokens: list[int], depth: int, *, max_ngram: int = 3, min_ngram: int = 1):
+    """Every earlier occurrence's continuation (up to ``depth`` tokens) of the n-grams ending ``tokens``: the longest n
+    first (n from ``max_ngram`` down to ``min_ngram``) and, for each n, the most recent occurrence first."""
     length = len(tokens)
     for n in range(min(max_ngram, length - 1), min_ngram - 1, -1):
         tail = tokens[length - n:]
         # the most recent match first: the text just written is the likeliest to be continued the same way
         for start in range(length - n - 1, -1, -1):
             if tokens[start:start + n] == tail:
-                return tokens[start + n:start + n + tau]
-    return []
-
-
-def find_continuations(tokens: list[int], depth: int, *, max_ngram: int = 3, min_ngram: int = 1):
-    """Every earlier occurrence's continuation (up to ``depth`` tokens) of the n-grams ending ``tokens``: the longest n
-    first and, for each n, the most recent occurrence first (``find_continuation``'s order: its answer comes first)."""
-    length = len(tokens)
-    for n in range(min(max_ngram, length - 1), min_ngram - 1, -1):
-        tail = tokens[length - n:]
-        for start in range(length - n - 1, -1, -1):
-            if tokens[start:start + n] == tail:
                 yield tokens[start + n:start + n + depth]
+
+
+def find_continuation(tokens: list[int], tau: int, *, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:
+    """Up to ``tau`` tokens that followed the most recent earlier occurrence of the longest n-gram ending ``tokens``
+    (the first of ``find_continuations``); [] when no such n-gram occurred before."""
+    return next(find_continuations(tokens, tau, max_ngram=max_ngram, min_ngram=min_ngram), [])
 
 
 def lookup_tree(tokens: list[int], budget: int, depth: int, *, max_ngram: int = 3, min_ngram: int = 1):
