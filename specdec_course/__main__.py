@@ -86,6 +86,8 @@ def cmd_bench(args) -> int:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
     if args.drafters and args.trees:
         raise ValueError("--drafters and --trees are two different tables: give one of them")
+    if args.tree_drafter == "lookup" and args.levels:
+        raise ValueError("--levels grows a model's trees a level at a time; prompt lookup's trees are its matches")
     if args.levels is not None and args.levels < 1:
         raise ValueError(f"--levels is the number of draft passes per tree, at least 1; got {args.levels}")
     if any(b < 1 for b in args.budgets):
@@ -170,15 +172,26 @@ def _bench_trees(args, target, draft, tokenizer, prompts, max_new, machine) -> i
     from .perf.trees import format_tree_table, tree_benchmark
 
     taus = args.taus or [2, 3, 4]
+    if args.tree_drafter == "lookup":
+        from .drafters import PromptLookup
+
+        draft = PromptLookup.for_model(target)
+    elif args.tree_drafter == "quantized":
+        from .drafters import quantized_copy
+
+        draft = quantized_copy(target, "auto", verbose=True)
     print(f"machine: {machine}")
+    print(f"trees and chains from: {getattr(draft, 'drafter_name', None) or getattr(draft, 'name', None) or 'the draft model'}")
+    own_trees = args.tree_drafter == "lookup"  # prompt lookup's trees are its matches: no static shape, no levels
     level_trees = [(b, args.levels) for b in args.budgets] if args.levels else []
     print(f"{len(prompts)} prompts x {max_new} new tokens; chains tau in {taus}, dynamic trees of {args.budgets} nodes"
           + (f" (one draft pass per node, and a level at a time in {args.levels} passes)" if args.levels else "")
-          + ", static 4-2-1-1")
-    report = tree_benchmark(target, draft, tokenizer, prompts, taus=taus, budgets=args.budgets, shapes=((4, 2, 1, 1),),
+          + ("" if own_trees else ", static 4-2-1-1"))
+    report = tree_benchmark(target, draft, tokenizer, prompts, taus=taus, budgets=args.budgets,
+                            shapes=() if own_trees else ((4, 2, 1, 1),),
                             level_trees=level_trees, max_new_tokens=max_new, repeats=args.repeats,
                             progress=not args.no_progress)
-    report.update({"machine": machine, "split": None if args.prompts else args.split,
+    report.update({"machine": machine, "tree_drafter": args.tree_drafter, "split": None if args.prompts else args.split,
                    "command": "python -m specdec_course " + " ".join(sys.argv[1:] if args.argv is None else args.argv)})
     print(format_tree_table(report))
     if args.json:
@@ -271,6 +284,9 @@ def main(argv=None) -> int:
                        help="chains against token trees from the draft model: each tau (default 2 3 4), dynamic trees "
                             "of each --budgets, a static 4-2-1-1 tree, with the cost model's prediction per row")
     bench.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16], help="node budgets of the dynamic trees")
+    bench.add_argument("--tree-drafter", default="draft", choices=["draft", "lookup", "quantized"],
+                       help="with --trees: what proposes the chains and trees: the draft model (default), prompt lookup "
+                            "(its matches as branches), or the target's quantized copy")
     bench.add_argument("--levels", type=int, default=None,
                        help="with --trees: also grow each budget's tree a level at a time, in this many draft passes")
     bench.add_argument("--json", default=None, help="also write the report to this JSON file")

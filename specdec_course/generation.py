@@ -184,14 +184,14 @@ def mismatch_margin(model, prompt_ids, expected: list[int], got: list[int]):
 @torch.no_grad()
 def forward_time(model, prefix_length: int, k: int, *, repeats: int = 5, seed: int = 0) -> float:
     """Median seconds of ONE cached forward pass that processes ``k`` new tokens after a ``prefix_length`` prefix."""
-    from transformers import DynamicCache
+    from .cache import new_cache
 
     if k < 1 or prefix_length < 1:
         raise ValueError("k and prefix_length must be at least 1")
     gen = torch.Generator().manual_seed(seed)
     vocab = model.config.vocab_size
     prefix = torch.randint(0, vocab, (1, prefix_length), generator=gen).to(model.device)
-    cache = DynamicCache(config=model.config)
+    cache = new_cache(model, "dynamic", prefix_length + k)  # (a model with a cache of its own gets that one)
     model(prefix, past_key_values=cache, use_cache=True)
     new = torch.randint(0, vocab, (1, k), generator=gen).to(model.device)
     model(new, past_key_values=cache, use_cache=True)  # warm-up

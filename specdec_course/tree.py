@@ -439,6 +439,9 @@ def tree_generate(target, draft, input_ids, max_new_tokens: int, *, budget: int 
     capacity = ids.shape[1] + max_new_tokens + nodes + 2
     target_cache = new_cache(target, cache_kind, capacity) if use_cache else None
     proposes_trees = hasattr(draft, "propose_tree")  # a drafter with trees of its own (prompt lookup's matches)
+    if proposes_trees and (shape is not None or levels is not None):
+        raise ValueError(f"{getattr(draft, 'name', 'this drafter')} proposes trees of its own: give a budget (nodes per "
+                         "tree), not a shape or levels")
     draft_cache = new_cache(draft, cache_kind, capacity) if use_cache and not proposes_trees else None
     eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or [])
     tokens: list[int] = []

@@ -150,6 +150,7 @@ def test_bench_default_prompts_are_the_evaluation_split():
                                          (["--repeats", "0"], "--repeats must be at least 1"),
                                          (["--trees", "--budgets", "4", "0"], "node counts per tree"),
                                          (["--trees", "--levels", "0"], "draft passes per tree"),
+                                         (["--trees", "--tree-drafter", "lookup", "--levels", "2"], "its matches"),
                                          (["--trees", "--drafters"], "two different tables")])
 def test_bench_rejects_bad_options_before_loading_models(argv, error, capsys, monkeypatch):
     from specdec_course import __main__ as cli
@@ -193,3 +194,11 @@ def test_bench_trees_prints_the_table_and_writes_json_and_plot(tmp_path, monkeyp
         ("static", [4, 2, 1, 1])]
     assert all(r["identical"] for r in report["rows"]) and report["command"].startswith("python -m specdec_course bench")
     assert (tmp_path / "t.png").stat().st_size > 10_000
+    # prompt lookup's matches as trees: no static shape, the drafter named, every output still the target's
+    argv = ["bench", "--trees", "--tree-drafter", "lookup", "--prompts", str(prompts), "--max-new-tokens", "8",
+            "--taus", "2", "--budgets", "4", "--repeats", "1", "--no-progress", "--json", str(tmp_path / "l.json")]
+    assert cli.main(argv) == 0
+    assert "trees and chains from: prompt lookup" in capsys.readouterr().out
+    report = json.loads((tmp_path / "l.json").read_text())
+    assert [r["kind"] for r in report["rows"]] == ["target", "chain", "tree"] and report["tree_drafter"] == "lookup"
+    assert all(r["identical"] for r in report["rows"]) and report["costs_ms"]["draft"] == 0.0

@@ -19,12 +19,13 @@ from . import clock
 
 def step_costs(target, draft, *, max_nodes: int = 16, prefix_length: int = 64, repeats: int = 3) -> dict:
     """Milliseconds: ``T`` = {k: one cached target pass over k tokens} for k = 1 … max_nodes + 1 and ``draft`` = one
-    cached draft pass over one token (medians of ``repeats``)."""
+    cached draft pass over one token (medians of ``repeats``; 0 for a drafter that runs no model, prompt lookup)."""
     from ..generation import forward_time
 
     ks = range(1, max_nodes + 2)
+    model_free = not isinstance(draft, torch.nn.Module)
     return {"T": {k: 1000 * forward_time(target, prefix_length, k, repeats=repeats) for k in ks},
-            "draft": 1000 * forward_time(draft, prefix_length, 1, repeats=repeats)}
+            "draft": 0.0 if model_free else 1000 * forward_time(draft, prefix_length, 1, repeats=repeats)}
 
 
 def draft_passes(kind: str, setting) -> int:
