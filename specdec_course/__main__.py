@@ -115,9 +115,24 @@ def cmd_bench(args) -> int:
     report = kernel_benchmark(target, draft, tokenizer, kernels=args.kernels, taus=taus, max_new_tokens=max_new,
                               prompts=prompts, kinds=args.kinds, policies=args.policies, assisted=not args.no_assisted,
                               cost_repeats=args.repeats, progress=not args.no_progress)
-    report.update({"machine": machine, "dtype": str(target.dtype).replace("torch.", ""),
-                   "command": "python -m specdec_course " + " ".join(sys.argv[1:] if args.argv is None else args.argv)})
-    print(format_kernel_report(report))
+    report.update({"machine": machine, "dtype": str(target.dtype).replace("torch.", "")})
+
+    def draw(plt):
+        from .course.viz import plot_speedup
+
+        fig, axes = plt.subplots(1, len(report["blocks"]), figsize=(6.5 * len(report["blocks"]), 3.8), squeeze=False)
+        for ax, block in zip(axes[0], report["blocks"]):
+            plot_speedup(block, ax, title=f"target {block['target_kernels']}, draft {block['draft_kernels']}")
+        return fig
+
+    return _publish(args, report, format_kernel_report, draw)
+
+
+def _publish(args, report: dict, table, draw) -> int:
+    """The end of every bench: the command that made the report, its ``table(report)``, the JSON and the figure
+    (``draw(plt)`` returns it) when asked."""
+    report["command"] = "python -m specdec_course " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    print(table(report))
     if args.json:
         _write_json(args.json, report)
     if args.plot:
@@ -126,11 +141,7 @@ def cmd_bench(args) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from .course.viz import plot_speedup
-
-        fig, axes = plt.subplots(1, len(report["blocks"]), figsize=(6.5 * len(report["blocks"]), 3.8), squeeze=False)
-        for ax, block in zip(axes[0], report["blocks"]):
-            plot_speedup(block, ax, title=f"target {block['target_kernels']}, draft {block['draft_kernels']}")
+        fig = draw(plt)
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)
         print(f"wrote {args.plot}")
@@ -147,25 +158,16 @@ def _bench_drafters(args, target, draft, tokenizer, prompts, max_new, machine) -
     report = drafter_benchmark(target, tokenizer, drafters, taus=taus, max_new_tokens=max_new, prompts=prompts,
                                draft=None if args.no_assisted else draft, cost_repeats=args.repeats,
                                progress=not args.no_progress)
-    report.update({"machine": machine, "split": None if args.prompts else args.split,
-                   "command": "python -m specdec_course " + " ".join(sys.argv[1:] if args.argv is None else args.argv)})
-    print(format_drafter_table(report))
-    if args.json:
-        _write_json(args.json, report)
-    if args.plot:
-        import matplotlib
+    report.update({"machine": machine, "split": None if args.prompts else args.split})
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    def draw(plt):
         from .course.viz import plot_drafters
 
         fig, ax = plt.subplots(figsize=(7.5, 4.0))
         plot_drafters(report, ax, title=f"{report['split'] or 'given'} prompts, {max_new} tokens each")
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=110)
-        print(f"wrote {args.plot}")
-    return 0
+        return fig
+
+    return _publish(args, report, format_drafter_table, draw)
 
 
 def _bench_trees(args, target, draft, tokenizer, prompts, max_new, machine) -> int:
@@ -191,21 +193,14 @@ def _bench_trees(args, target, draft, tokenizer, prompts, max_new, machine) -> i
                             shapes=() if own_trees else ((4, 2, 1, 1),),
                             level_trees=level_trees, max_new_tokens=max_new, repeats=args.repeats,
                             progress=not args.no_progress)
-    report.update({"machine": machine, "tree_drafter": args.tree_drafter, "split": None if args.prompts else args.split,
-                   "command": "python -m specdec_course " + " ".join(sys.argv[1:] if args.argv is None else args.argv)})
-    print(format_tree_table(report))
-    if args.json:
-        _write_json(args.json, report)
-    if args.plot:
-        import matplotlib
-        matplotlib.use("Agg")
+    report.update({"machine": machine, "tree_drafter": args.tree_drafter, "split": None if args.prompts else args.split})
+
+    def draw(plt):
         from .course.viz import plot_tree_rows
 
-        ax = plot_tree_rows(report, title=f"chains and trees, {len(prompts)} prompts × {max_new} tokens\n{machine}")
-        ax.figure.tight_layout()
-        ax.figure.savefig(args.plot, dpi=110)
-        print(f"wrote {args.plot}")
-    return 0
+        return plot_tree_rows(report, title=f"chains and trees, {len(prompts)} prompts × {max_new} tokens\n{machine}").figure
+
+    return _publish(args, report, format_tree_table, draw)
 
 
 def cmd_exercises(args) -> int:

@@ -97,6 +97,16 @@ def tree_positions(parents, prefix_length: int) -> torch.Tensor:
     return torch.tensor(depths, dtype=torch.long) + prefix_length - 1
 
 
+def _fit_to_cache(allowed: torch.Tensor, cache, needed: int) -> torch.Tensor:
+    """A mask's columns widened to a static cache's capacity (the positions beyond ``needed`` hidden), else as it is."""
+    if cache is None or not is_static(cache):
+        return allowed
+    capacity = cache.layers[0].max_cache_len
+    if needed > capacity:
+        raise ValueError(f"the static cache holds {capacity} positions; the prefix and the tree need {needed}")
+    return torch.cat([allowed, torch.zeros(allowed.shape[0], capacity - allowed.shape[1], dtype=torch.bool)], 1)
+
+
 def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A boolean mask as the additive form attention adds to its scores: 0 where allowed, the dtype's minimum elsewhere."""
     return torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
@@ -121,11 +131,7 @@ def tree_logits(model, input_ids: torch.Tensor, tree: TokenTree, *, past_key_val
     allowed[:new, :n] = torch.ones(new, n, dtype=torch.bool).tril(diagonal=seen)
     allowed[new:] = tree_mask(tree.parents, n)
     positions = torch.cat([torch.arange(seen, n), tree_positions(tree.parents, n)]).view(1, -1).to(device)
-    if past_key_values is not None and is_static(past_key_values):
-        capacity = past_key_values.layers[0].max_cache_len
-        if n + len(tree) > capacity:
-            raise ValueError(f"the static cache holds {capacity} positions; the prefix and the tree need {n + len(tree)}")
-        allowed = torch.cat([allowed, torch.zeros(allowed.shape[0], capacity - allowed.shape[1], dtype=torch.bool)], 1)
+    allowed = _fit_to_cache(allowed, past_key_values, n + len(tree))
     mask = _additive(allowed, getattr(model, "dtype", torch.float32))[None, None].to(device)
     if past_key_values is not None:
         logits = model(fed, attention_mask=mask, position_ids=positions, past_key_values=past_key_values,
@@ -220,7 +226,6 @@ def grow_tree_by_levels(draft, input_ids: torch.Tensor, budget: int, *, top_k: i
         raise ValueError(f"budget, depth and top_k must be at least 1, got {budget}, {depth}, {top_k}")
     width = width or top_k
     n = input_ids.shape[1]
-    device = input_ids.device
     if past_key_values is None:
         root = draft(input_ids, use_cache=False).logits[0, -1]
     else:
@@ -244,7 +249,7 @@ def grow_tree_by_levels(draft, input_ids: torch.Tensor, budget: int, *, top_k: i
         fresh = list(range(first, len(expanded)))
         logits = _node_logits(draft, input_ids, expanded, fresh, past_key_values)
         level = []
-        for row, node in enumerate(fresh):
+        for row in range(len(fresh)):
             index = chosen[row][2]
             values, tokens = torch.log_softmax(logits[row].float(), dim=-1).topk(top_k)
             for value, token in zip(values.tolist(), tokens.tolist()):
@@ -267,8 +272,6 @@ def _node_logits(model, input_ids: torch.Tensor, tree: TokenTree, fresh: list[in
     the cache, when given, holds the prefix and the nodes before them (in node order) and then holds them too. Without a
     cache the prefix and every node are fed (the same numbers, computed again)."""
     n = input_ids.shape[1]
-    mask = tree_mask(tree.parents, n)
-    positions = tree_positions(tree.parents, n)
     if past_key_values is None:
         logits = tree_logits(model, input_ids, tree)
         return logits[[i + 1 for i in fresh]]
@@ -276,15 +279,10 @@ def _node_logits(model, input_ids: torch.Tensor, tree: TokenTree, fresh: list[in
     if seen != n + fresh[0]:
         raise ValueError(f"the cache should hold the {n}-token prefix and {fresh[0]} nodes, it holds {seen} positions")
     fed = torch.tensor([[tree.tokens[i] for i in fresh]], dtype=torch.long, device=input_ids.device)
-    allowed = mask[fresh]
-    if is_static(past_key_values):
-        capacity = past_key_values.layers[0].max_cache_len
-        if n + len(tree) > capacity:
-            raise ValueError(f"the static cache holds {capacity} positions; the prefix and the tree need {n + len(tree)}")
-        allowed = torch.cat([allowed, torch.zeros(len(fresh), capacity - allowed.shape[1], dtype=torch.bool)], 1)
+    allowed = _fit_to_cache(tree_mask(tree.parents, n)[fresh], past_key_values, n + len(tree))
     additive = _additive(allowed, getattr(model, "dtype", torch.float32))[None, None].to(input_ids.device)
-    out = model(fed, attention_mask=additive, position_ids=positions[fresh].view(1, -1).to(input_ids.device),
-                past_key_values=past_key_values, use_cache=True)
+    positions = tree_positions(tree.parents, n)[fresh].view(1, -1).to(input_ids.device)
+    out = model(fed, attention_mask=additive, position_ids=positions, past_key_values=past_key_values, use_cache=True)
     return out.logits[0]
 
 
