@@ -32,9 +32,11 @@ def test_right_answers_pass_the_visible_and_the_hidden_checks(capsys):
     assert capsys.readouterr().out.count("✓") == 6
 
 
-def test_the_accept_greedy_walk_agrees_with_the_checks_own_walk():
-    for tokens, parents, argmax in checks.tree_walk_cases(3, n=30):
-        assert longest_accepted_path(tokens, parents, argmax) == checks._tree_walk(tokens, parents, argmax)
+def test_the_checks_reference_walk_on_hand_made_trees():
+    assert checks._tree_walk([1, 2, 3], [-1, 0, 0], [1, 3, 8, 9]) == ([0, 2], 9)   # the task's example
+    assert checks._tree_walk([5], [-1], [4, 6]) == ([], 4)                          # nothing accepted: the correction
+    assert checks._tree_walk([4, 5], [-1, -1], [5, 0, 7]) == ([1], 7)               # the second sibling matches
+    assert checks._tree_walk([4, 5, 6], [-1, 0, 1], [4, 5, 6, 12]) == ([0, 1, 2], 12)  # a leaf: the bonus token
 
 
 def test_a_causal_mask_is_caught_as_seeing_a_sibling():

@@ -1025,14 +1025,11 @@ def check_tree_mask(fn) -> None:
 
 
 def _tree_walk(tokens, parents, target_argmax):
-    path, node = [], -1
-    while True:
-        best = target_argmax[node + 1]
-        match = [c for c, p in enumerate(parents) if p == node and tokens[c] == best]
-        if not match:
-            return path, best
-        node = match[0]
-        path.append(node)
+    """The package's own greedy walk (``tree.accept_greedy``), fed one-hot logits that put the argmax where given."""
+    from ..tree import TokenTree, accept_greedy
+
+    logits = torch.nn.functional.one_hot(torch.tensor(target_argmax), max(tokens + target_argmax) + 1).float()
+    return accept_greedy(TokenTree(list(tokens), list(parents), [0.0] * len(tokens)), logits)
 
 
 def tree_walk_cases(seed: int, n: int = 12):

@@ -31,9 +31,7 @@ def step_costs(target, draft, *, max_nodes: int = 16, prefix_length: int = 64, r
 def draft_passes(kind: str, setting) -> int:
     """Draft passes per step: a chain of τ makes τ; a dynamic tree of b nodes one for the root and one per node it
     expands (b); a tree grown a level at a time, setting (b, levels), one per level; a static shape one per level."""
-    if kind == "chain":
-        return int(setting)
-    if kind == "tree":
+    if kind in ("chain", "tree"):
         return int(setting)
     if kind == "levels":
         return int(setting[1])
