@@ -172,6 +172,7 @@ def _bench_drafters(args, target, draft, tokenizer, prompts, max_new, machine) -
 
 def _bench_trees(args, target, draft, tokenizer, prompts, max_new, machine) -> int:
     from .perf.trees import format_tree_table, tree_benchmark
+    from .tree import DEFAULT_LEVELS
 
     taus = args.taus or [2, 3, 4]
     if args.tree_drafter == "lookup":
@@ -182,14 +183,22 @@ def _bench_trees(args, target, draft, tokenizer, prompts, max_new, machine) -> i
         from .drafters import quantized_copy
 
         draft = quantized_copy(target, "auto", verbose=True)
+    elif args.tree_drafter == "head":
+        from .drafters import load_feature_head
+
+        draft = load_feature_head(target)
     print(f"machine: {machine}")
     print(f"trees and chains from: {getattr(draft, 'drafter_name', None) or getattr(draft, 'name', None) or 'the draft model'}")
-    own_trees = args.tree_drafter == "lookup"  # prompt lookup's trees are its matches: no static shape, no levels
-    level_trees = [(b, args.levels) for b in args.budgets] if args.levels else []
+    own_trees = args.tree_drafter in ("lookup", "head")  # trees of their own: no static shape
+    budgets, levels = args.budgets, args.levels
+    if args.tree_drafter == "head":  # the head grows its trees a level at a time, and only so
+        budgets, levels = [], levels or DEFAULT_LEVELS
+    level_trees = [(b, levels) for b in args.budgets] if levels else []
     print(f"{len(prompts)} prompts x {max_new} new tokens; chains tau in {taus}, dynamic trees of {args.budgets} nodes"
-          + (f" (one draft pass per node, and a level at a time in {args.levels} passes)" if args.levels else "")
+          + (" (one draft pass per node)" if budgets else "")
+          + (f"{', and' if budgets else ''} a level at a time in {levels} passes" if levels else "")
           + ("" if own_trees else ", static 4-2-1-1"))
-    report = tree_benchmark(target, draft, tokenizer, prompts, taus=taus, budgets=args.budgets,
+    report = tree_benchmark(target, draft, tokenizer, prompts, taus=taus, budgets=budgets,
                             shapes=() if own_trees else ((4, 2, 1, 1),),
                             level_trees=level_trees, max_new_tokens=max_new, repeats=args.repeats,
                             progress=not args.no_progress)
@@ -279,9 +288,10 @@ def main(argv=None) -> int:
                        help="chains against token trees from the draft model: each tau (default 2 3 4), dynamic trees "
                             "of each --budgets, a static 4-2-1-1 tree, with the cost model's prediction per row")
     bench.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16], help="node budgets of the dynamic trees")
-    bench.add_argument("--tree-drafter", default="draft", choices=["draft", "lookup", "quantized"],
+    bench.add_argument("--tree-drafter", default="draft", choices=["draft", "lookup", "quantized", "head"],
                        help="with --trees: what proposes the chains and trees: the draft model (default), prompt lookup "
-                            "(its matches as branches), or the target's quantized copy")
+                            "(its matches as branches), the target's quantized copy, or the feature head (its trees "
+                            "grown a level at a time)")
     bench.add_argument("--levels", type=int, default=None,
                        help="with --trees: also grow each budget's tree a level at a time, in this many draft passes")
     bench.add_argument("--json", default=None, help="also write the report to this JSON file")

@@ -29,6 +29,8 @@ import torch
 
 from .cache import cache_length, is_static, rollback
 
+DEFAULT_LEVELS = 4  # draft passes of a tree grown a level at a time, unless told
+
 
 @dataclass
 class TokenTree:
@@ -113,10 +115,14 @@ def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 @torch.no_grad()
-def tree_logits(model, input_ids: torch.Tensor, tree: TokenTree, *, past_key_values=None) -> torch.Tensor:
+def tree_logits(model, input_ids: torch.Tensor, tree: TokenTree, *, past_key_values=None,
+                on_features=None) -> torch.Tensor:
     """The model's logits (1 + m, vocab) at the root (the prefix's last token) and at each of the m nodes, from one pass:
     the prefix tokens the cache has not seen (causally) and every node (tree mask). The cache then holds the prefix and
-    all m nodes, in node order; ``compact_cache`` keeps the accepted ones."""
+    all m nodes, in node order; ``compact_cache`` keeps the accepted ones. ``on_features(features, first_position)``:
+    called with the model's last hidden states of the fed rows: the prefix's from ``first_position``, then each node's."""
+    from .verify import output_layer_inputs
+
     n = input_ids.shape[1]
     seen = cache_length(past_key_values)
     if seen >= n:
@@ -133,11 +139,14 @@ def tree_logits(model, input_ids: torch.Tensor, tree: TokenTree, *, past_key_val
     positions = torch.cat([torch.arange(seen, n), tree_positions(tree.parents, n)]).view(1, -1).to(device)
     allowed = _fit_to_cache(allowed, past_key_values, n + len(tree))
     mask = _additive(allowed, getattr(model, "dtype", torch.float32))[None, None].to(device)
-    if past_key_values is not None:
-        logits = model(fed, attention_mask=mask, position_ids=positions, past_key_values=past_key_values,
-                       use_cache=True).logits
-    else:
-        logits = model(fed, attention_mask=mask, position_ids=positions, use_cache=False).logits
+    with output_layer_inputs(model, on_features is not None) as read:
+        if past_key_values is not None:
+            logits = model(fed, attention_mask=mask, position_ids=positions, past_key_values=past_key_values,
+                           use_cache=True).logits
+        else:
+            logits = model(fed, attention_mask=mask, position_ids=positions, use_cache=False).logits
+    if on_features is not None:
+        on_features(read[-1][0], first_position=seen)
     return logits[0, new - 1:]
 
 
@@ -213,7 +222,7 @@ def grow_tree(draft, input_ids: torch.Tensor, budget: int, *, top_k: int = 4, ma
 
 @torch.no_grad()
 def grow_tree_by_levels(draft, input_ids: torch.Tensor, budget: int, *, top_k: int = 4, width: int | None = None,
-                        depth: int = 4, past_key_values=None) -> TokenTree:
+                        depth: int = DEFAULT_LEVELS, past_key_values=None) -> TokenTree:
     """A dynamic tree grown a level at a time (EAGLE-2's way): the draft's pass over the prefix gives the root's
     ``top_k`` children as candidates; at each level the ``width`` candidates of that level with the highest path log q
     are expanded together, in **one** draft pass over them (a tree mask, on top of the cached prefix and the levels
@@ -222,9 +231,7 @@ def grow_tree_by_levels(draft, input_ids: torch.Tensor, budget: int, *, top_k: i
     chosen node's parent is chosen too). Draft passes: ``depth``, whatever the budget.
 
     The draft's cache (``past_key_values``) must hold at most the prefix; it is left holding exactly the prefix."""
-    if budget < 1 or depth < 1 or top_k < 1:
-        raise ValueError(f"budget, depth and top_k must be at least 1, got {budget}, {depth}, {top_k}")
-    width = width or top_k
+    check_level_options(budget, top_k, depth)
     n = input_ids.shape[1]
     if past_key_values is None:
         root = draft(input_ids, use_cache=False).logits[0, -1]
@@ -232,9 +239,30 @@ def grow_tree_by_levels(draft, input_ids: torch.Tensor, budget: int, *, top_k: i
         rollback(past_key_values, min(cache_length(past_key_values), n - 1))
         root = draft(input_ids[:, cache_length(past_key_values):], past_key_values=past_key_values,
                      use_cache=True).logits[0, -1]
+    tree = grow_levels(torch.log_softmax(root.float(), dim=-1),
+                       lambda expanded, fresh: torch.log_softmax(
+                           _node_logits(draft, input_ids, expanded, fresh, past_key_values).float(), dim=-1),
+                       budget, top_k=top_k, width=width, depth=depth)
+    if past_key_values is not None:
+        rollback(past_key_values, n)
+    return tree
+
+
+def check_level_options(budget: int, top_k: int, depth: int) -> None:
+    if budget < 1 or depth < 1 or top_k < 1:
+        raise ValueError(f"budget, depth and top_k must be at least 1, got {budget}, {depth}, {top_k}")
+
+
+def grow_levels(root_log_q: torch.Tensor, expand, budget: int, *, top_k: int = 4, width: int | None = None,
+                depth: int = DEFAULT_LEVELS) -> TokenTree:
+    """The level-at-a-time growth of ``grow_tree_by_levels`` for any drafter: ``root_log_q`` (vocab,) is log q of the
+    first token; ``expand(expanded, fresh)`` returns log q after each node ``fresh`` of the tree ``expanded`` (the
+    candidates read so far, in the order read), one row each, from one pass of the drafter over them."""
+    check_level_options(budget, top_k, depth)
+    width = width or top_k
     # every candidate: (path log q, depth, its index, parent's candidate index (−1: root), token)
     candidates: list[tuple[float, int, int, int, int]] = []
-    values, tokens = torch.log_softmax(root.float(), dim=-1).topk(top_k)
+    values, tokens = root_log_q.topk(top_k)
     level = []
     for value, token in zip(values.tolist(), tokens.tolist()):
         candidates.append((value, 1, len(candidates), -1, token))
@@ -247,16 +275,14 @@ def grow_tree_by_levels(draft, input_ids: torch.Tensor, budget: int, *, top_k: i
         for value, _, index, parent, token in chosen:
             where[index] = expanded.add(token, where.get(parent, -1), value)
         fresh = list(range(first, len(expanded)))
-        logits = _node_logits(draft, input_ids, expanded, fresh, past_key_values)
+        log_q = expand(expanded, fresh)
         level = []
         for row in range(len(fresh)):
             index = chosen[row][2]
-            values, tokens = torch.log_softmax(logits[row].float(), dim=-1).topk(top_k)
+            values, tokens = log_q[row].topk(top_k)
             for value, token in zip(values.tolist(), tokens.tolist()):
                 candidates.append((chosen[row][0] + value, d + 1, len(candidates), index, token))
                 level.append(candidates[-1])
-    if past_key_values is not None:
-        rollback(past_key_values, n)
     kept = sorted(candidates, key=lambda c: (-c[0], c[1], c[2]))[:budget]
     kept_set = {c[2] for c in kept}
     tree, node_of = TokenTree(), {}
@@ -418,6 +444,7 @@ def tree_generate(target, draft, input_ids, max_new_tokens: int, *, budget: int 
     then its own token after that path. Temperature 0: exactly the target's greedy output; > 0: sampled, distributed as
     the target's (see ``accept_sampling``)."""
     from .cache import new_cache
+    from .drafters.base import Drafter
     from .generation import as_input_ids, check_max_new_tokens, make_generator, sync
     from .perf import clock
 
@@ -432,15 +459,21 @@ def tree_generate(target, draft, input_ids, max_new_tokens: int, *, budget: int 
     if temperature > 0 and generator is None:
         generator = make_generator(seed)
     nodes = sum(shape) if shape is not None else budget
+    if getattr(draft, "grows_by_levels", False) and levels is None:
+        levels = DEFAULT_LEVELS
     if levels is not None:  # the draft's cache holds every expanded candidate while the tree grows
         nodes = max(nodes, (levels - 1) * top_k)
     capacity = ids.shape[1] + max_new_tokens + nodes + 2
     target_cache = new_cache(target, cache_kind, capacity) if use_cache else None
-    proposes_trees = hasattr(draft, "propose_tree")  # a drafter with trees of its own (prompt lookup's matches)
-    if proposes_trees and (shape is not None or levels is not None):
+    proposes_trees = hasattr(draft, "propose_tree")  # a drafter with trees of its own (prompt lookup, the feature head)
+    by_levels = getattr(draft, "grows_by_levels", False)
+    if proposes_trees and (shape is not None or (levels is not None and not by_levels)):
         raise ValueError(f"{getattr(draft, 'name', 'this drafter')} proposes trees of its own: give a budget (nodes per "
-                         "tree), not a shape or levels")
+                         "tree)" + (" and levels, not a shape" if by_levels else ", not a shape or levels"))
     draft_cache = new_cache(draft, cache_kind, capacity) if use_cache and not proposes_trees else None
+    if isinstance(draft, Drafter):
+        draft.start(ids, max_length=capacity, use_cache=use_cache, cache_kind=cache_kind)
+    wants_features = getattr(draft, "wants_features", False)  # handed the target's features of the kept positions
     eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or [])
     tokens: list[int] = []
     steps: list[TreeStep] = []
@@ -451,7 +484,7 @@ def tree_generate(target, draft, input_ids, max_new_tokens: int, *, budget: int 
         # 1. the draft proposes a tree of guesses
         start = clock.now()
         if proposes_trees:
-            tree = draft.propose_tree(sequence, budget)
+            tree = draft.propose_tree(sequence, budget, **({"top_k": top_k, "levels": levels} if by_levels else {}))
         elif shape is not None:
             tree = fill_static_tree(draft, sequence, shape, past_key_values=draft_cache)
         elif levels is not None:
@@ -462,13 +495,21 @@ def tree_generate(target, draft, input_ids, max_new_tokens: int, *, budget: int 
         draft_time = clock.now() - start
         # 2. the target scores every node in one pass
         start = clock.now()
-        logits = tree_logits(target, sequence, tree, past_key_values=target_cache)
+        read = []
+        logits = tree_logits(target, sequence, tree, past_key_values=target_cache,
+                             on_features=(lambda rows, first_position: read.append((rows, first_position)))
+                             if wants_features else None)
         # 3. the longest path it accepts, and 4. its own token after that path
         if temperature > 0:
             path, token = accept_sampling(tree, torch.softmax(logits.float() / temperature, dim=-1), generator)
         else:
             path, token = accept_greedy(tree, logits)
         compact_cache(target_cache, n, path)
+        if wants_features:  # the features of the prefix's new rows and of the accepted path, in sequence order
+            rows, first = read[0]
+            draft.observe_features(torch.cat([rows[:n - first], rows[n - first:][path]]), first)
+        if isinstance(draft, Drafter):
+            draft.rollback(n + len(path))
         sync(ids.device)
         verify_time = clock.now() - start
         steps.append(TreeStep(tree, path, token, draft_time, verify_time))

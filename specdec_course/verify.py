@@ -7,10 +7,26 @@ The target returns distributions, not accept/reject decisions: the acceptance ru
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from .cache import cache_length
 from .draft import distribution
+
+
+@contextmanager
+def output_layer_inputs(model, wanted: bool = True):
+    """A list that collects what ``model``'s output layer reads (its last hidden states: the features) during the block
+    (nothing is hooked when not ``wanted``)."""
+    read: list[torch.Tensor] = []
+    hook = (model.get_output_embeddings().register_forward_hook(lambda module, args, out: read.append(args[0]))
+            if wanted else None)
+    try:
+        yield read
+    finally:
+        if hook is not None:
+            hook.remove()
 
 
 @torch.no_grad()
@@ -26,17 +42,11 @@ def verify_logits(target, input_ids: torch.Tensor, draft_ids, *, past_key_values
     if seen >= input_ids.shape[1]:
         raise ValueError(f"the target's cache already holds {seen} tokens of a {input_ids.shape[1]}-token prefix; "
                          "roll it back so at least the prefix's last token is fed")
-    read = []
-    hook = (target.get_output_embeddings().register_forward_hook(lambda module, args, out: read.append(args[0]))
-            if on_features is not None else None)
-    try:
+    with output_layer_inputs(target, on_features is not None) as read:
         if past_key_values is not None:
             logits = target(sequence[:, seen:], past_key_values=past_key_values, use_cache=True).logits
         else:
             logits = target(sequence, use_cache=False).logits
-    finally:
-        if hook is not None:
-            hook.remove()
     if on_features is not None:
         on_features(read[-1][0], first_position=seen)
     return logits[0, -(tau + 1):]

@@ -202,3 +202,15 @@ def test_bench_trees_prints_the_table_and_writes_json_and_plot(tmp_path, monkeyp
     report = json.loads((tmp_path / "l.json").read_text())
     assert [r["kind"] for r in report["rows"]] == ["target", "chain", "tree"] and report["tree_drafter"] == "lookup"
     assert all(r["identical"] for r in report["rows"]) and report["costs_ms"]["draft"] == 0.0
+    # the feature head's trees: grown a level at a time only, its pass timed (it is a model, though not a module)
+    from specdec_course import drafters
+    from specdec_course.drafters import FeatureHead, FeatureHeadDrafter
+
+    monkeypatch.setattr(drafters, "load_feature_head", lambda t: FeatureHeadDrafter(t, FeatureHead.for_target(t)))
+    argv = ["bench", "--trees", "--tree-drafter", "head", "--prompts", str(prompts), "--max-new-tokens", "8",
+            "--taus", "2", "--budgets", "4", "--repeats", "1", "--no-progress", "--json", str(tmp_path / "h.json")]
+    assert cli.main(argv) == 0
+    assert "trees and chains from: feature head" in capsys.readouterr().out
+    report = json.loads((tmp_path / "h.json").read_text())
+    assert [(r["kind"], r["setting"]) for r in report["rows"]] == [("target", None), ("chain", 2), ("levels", [4, 4])]
+    assert all(r["identical"] for r in report["rows"]) and report["costs_ms"]["draft"] > 0

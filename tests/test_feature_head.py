@@ -162,6 +162,80 @@ def test_sampling_with_a_feature_head_follows_the_targets_distribution(wrong_q, 
         assert stat < critical, f"chi-square {stat:.1f} above the 0.001 critical value {critical:.1f}"
 
 
+# ---------------------------------------------------------------- token trees from the head
+@pytest.mark.parametrize("cache_kind", ["dynamic", "static", None])
+def test_trees_from_a_feature_head_keep_greedy_output_identical(cache_kind):
+    from specdec_course.tree import tree_generate
+
+    target = sc.tiny_llama(1, peaked=2.0)
+    reference = sc.autoregressive_generate(target, PROMPT, 24).tokens
+    accepted = drafted = branched = 0
+    for config in ({"budget": 1, "levels": 1}, {"budget": 4, "top_k": 2, "levels": 3}, {"budget": 10, "top_k": 3}):
+        drafter = trained_head_drafter(target, 1)
+        result = tree_generate(target, drafter, PROMPT, 24, use_cache=cache_kind is not None,
+                               cache_kind=cache_kind or "dynamic", **config)
+        position, margin = first_mismatch_margin(target, torch.tensor([PROMPT]), reference, result.tokens)
+        assert result.tokens == reference, f"{config}, cache {cache_kind}: first mismatch at {position}, margin {margin}"
+        assert len(result.steps[0].tree) == 0, "before verification has handed it a feature, the head proposes nothing"
+        assert all(len(s.tree) == min(config["budget"], len(s.tree)) for s in result.steps)
+        accepted += sum(len(s.accepted) for s in result.steps)
+        drafted += sum(len(s.tree) for s in result.steps)
+        branched += sum(len(s.tree.children(-1)) > 1 for s in result.steps)
+        if cache_kind is not None:  # the head's cache holds the kept positions' true entries, as recomputed
+            sequence = torch.tensor([PROMPT + result.tokens])
+            drafter.check_state(sequence)
+            known = drafter.known  # the features handed over are the target's own, of the accepted path's positions
+            assert known >= len(PROMPT) and torch.allclose(drafter.features[:known], _features(target, sequence)[:known],
+                                                            atol=1e-4)
+            assert drafter.state_length() <= len(PROMPT) + len(result.tokens)
+    assert 0 < accepted < drafted and branched, (accepted, drafted, branched)
+    with pytest.raises(ValueError, match="levels, not a shape"):
+        tree_generate(target, trained_head_drafter(target, 1), PROMPT, 4, shape=(2, 1))
+
+
+def test_a_feature_head_tree_gives_each_node_the_q_of_its_path_drafted_alone():
+    """One head pass per level over a tree mask: each node's log q equals drafting its path one guess at a time."""
+    target = sc.tiny_llama(1, peaked=2.0)
+    prompt = torch.tensor([PROMPT])
+    drafter = trained_head_drafter(target, 1)
+    drafter.start(prompt, max_length=64)
+    drafter.observe_features(_features(target, prompt)[:-1], first_position=0)
+    calls = []
+    hook = drafter.head.qkv.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    try:
+        tree = drafter.propose_tree(prompt, 7, top_k=3, levels=3)
+    finally:
+        hook.remove()
+    assert len(calls) == 3, "the pass over the prefix and one pass per further level"
+    assert len(tree) == 7 and drafter.cache.length == len(PROMPT) - 1, "only the true entries stay in the head's cache"
+    head = drafter.head
+    for node in range(len(tree)):
+        cache = head.new_cache(64)
+        g = head.step(drafter.features[:len(PROMPT) - 1], prompt[0, 1:], cache, 1)[-1:]
+        log_q = 0.0
+        for depth, i in enumerate(tree.path(node)):
+            log_q += torch.log_softmax(drafter._logits(g)[0], -1)[tree.tokens[i]].item()
+            g = head.step(g, torch.tensor([tree.tokens[i]]), cache, len(PROMPT) + depth)
+        assert tree.log_q[node] == pytest.approx(log_q, abs=1e-4), f"node {node}"
+
+
+def test_sampling_with_feature_head_trees_follows_the_targets_distribution():
+    from specdec_course.tree import tree_generate
+
+    target = sc.tiny_llama(5, vocab_size=3, hidden_size=16, peaked=3.0)
+    prompt, length, samples = [0, 2, 1], 3, 700
+    drafter = FeatureHeadDrafter(target, FeatureHead.for_target(target))
+    counts, drafted = Counter(), 0
+    for seed in range(samples):
+        result = tree_generate(target, drafter, prompt, length, budget=3, top_k=2, levels=2, temperature=1.0, seed=seed,
+                               use_cache=False)
+        counts[tuple(result.tokens)] += 1
+        drafted += sum(len(s.tree) for s in result.steps)
+    stat, critical = _chi_square(counts, _exact_probs(target, prompt, length), samples)
+    assert drafted >= samples, "the head drafted too little for the test to mean anything"
+    assert stat < critical, f"chi-square {stat:.1f} above the 0.001 critical value {critical:.1f}"
+
+
 def test_a_head_saves_and_loads_and_refuses_another_target(tmp_path):
     target = sc.tiny_llama(0)
     head = FeatureHead.for_target(target, torch.arange(10, 40))

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..draft import Draft, distribution
+from ..tree import DEFAULT_LEVELS, TokenTree, grow_levels, tree_mask, tree_positions
 from .base import Drafter
 
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -186,19 +187,30 @@ class FeatureHead(torch.nn.Module):
         """Feed rows (f_{j-1}, t_j) for positions j = first_position … after the cache's entries; returns g, (n, hidden)."""
         return self.layer(self.inputs(features, tokens), cache, first_position)
 
-    def layer(self, x: torch.Tensor, cache: HeadCache | None = None, first_position: int = 1) -> torch.Tensor:
+    def step_rows(self, features: torch.Tensor, tokens: torch.Tensor, cache: HeadCache, positions: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+        """``step`` for rows at any ``positions`` with any ``mask`` over the cache and themselves (a token tree's)."""
+        return self.layer(self.inputs(features, tokens), cache, positions=positions, mask=mask)
+
+    def layer(self, x: torch.Tensor, cache: HeadCache | None = None, first_position: int = 1, *,
+              positions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder layer over rows x (n, hidden) at positions first_position …, each row seeing the cache's entries
-        and the rows before it; returns g = norm(h), (n, hidden). Without a cache: a causal pass over x alone."""
+        and the rows before it; returns g = norm(h), (n, hidden). Without a cache: a causal pass over x alone.
+        A token tree's rows give their own ``positions`` (n,) and ``mask`` (n, cached + n; True: may attend)."""
         n = x.shape[0]
         cache = cache if cache is not None else self.new_cache(n)
-        positions = torch.arange(first_position, first_position + n, device=x.device)
-        q, k, v = self._qkv(x, positions)
+        if positions is None:
+            positions = torch.arange(first_position, first_position + n, device=x.device)
+        q, k, v = self._qkv(x, positions.to(x.device))
         start = cache.length
         if start + n > cache.keys.shape[1]:
             raise ValueError(f"the head's cache holds at most {cache.keys.shape[1]} positions; {start} + {n} asked for")
         cache.keys[:, start:start + n], cache.values[:, start:start + n] = k, v
         cache.length = start + n
-        mask = torch.ones(n, start + n, dtype=torch.bool, device=x.device).tril(diagonal=start) if n > 1 else None
+        if mask is not None:
+            mask = mask.to(x.device)
+        elif n > 1:
+            mask = torch.ones(n, start + n, dtype=torch.bool, device=x.device).tril(diagonal=start)
         attended = F.scaled_dot_product_attention(q[None], cache.keys[None, :, :start + n], cache.values[None, :, :start + n],
                                                   attn_mask=mask, enable_gqa=True)[0]
         return self._finish(x, attended)
@@ -274,6 +286,7 @@ class FeatureHeadDrafter(Drafter):
 
     name = "feature head"
     wants_features = True
+    grows_by_levels = True  # its trees grow a level at a time: tree_generate hands propose_tree top_k and levels
 
     def __init__(self, target, head: FeatureHead):
         self.target, self.head = target, head
@@ -296,29 +309,73 @@ class FeatureHeadDrafter(Drafter):
         self.features[first_position:first_position + rows.shape[0]] = rows.float()
         self.known = first_position + rows.shape[0]  # the rows past the kept ones are dropped by rollback
 
+    def _ready(self, sequence) -> bool:
+        """Whether the target's features are known up to the position before the last (so the head can guess on)."""
+        return self.known >= max(sequence.shape[1] - 1, 1)
+
+    def _read_prefix(self, sequence) -> torch.Tensor:
+        """Feed the positions the head's cache has not seen, with the target's real features; returns g (1, hidden), the
+        head's guess of the last position's feature."""
+        if not self.use_cache:
+            self.cache = self.head.new_cache(self.capacity)
+        length = sequence.shape[1]
+        first = self.cache.length + 1              # next position fed with a real feature
+        g = self.head.step(self.features[first - 1:length - 1], sequence[0, first:length], self.cache, first)[-1:]
+        self.true_entries = self.cache.length
+        return g
+
+    def _logits(self, g: torch.Tensor) -> torch.Tensor:
+        """Logits over the whole vocabulary (rows of g; −inf outside the head's token subset)."""
+        logits = torch.full((g.shape[0], self.head.vocab_size), float("-inf"), device=g.device)
+        logits[:, self.head.token_ids] = self.head.subset_logits(g)
+        return logits
+
     @torch.no_grad()
     def propose(self, sequence, tau, *, temperature=0.0, generator=None):
         length = sequence.shape[1]
         vocab = self.head.vocab_size
-        if self.known < max(length - 1, 1) or tau == 0:  # the features up to the last position are not known yet
+        if not self._ready(sequence) or tau == 0:  # the features up to the last position are not known yet
             return Draft(tokens=[], q=torch.empty(0, vocab, device=sequence.device))
-        if not self.use_cache:
-            self.cache = self.head.new_cache(self.capacity)
-        first = self.cache.length + 1              # next position fed with a real feature
-        tokens = sequence[0, first:length]
-        g = self.head.step(self.features[first - 1:length - 1], tokens, self.cache, first)[-1:]
-        self.true_entries = self.cache.length
+        g = self._read_prefix(sequence)
         drafted, rows = [], []
         for t in range(tau):
-            logits = torch.full((vocab,), float("-inf"), device=g.device)
-            logits[self.head.token_ids] = self.head.subset_logits(g)[0]
-            q = distribution(logits, temperature)
+            q = distribution(self._logits(g)[0], temperature)
             token = int(torch.multinomial(q.cpu(), 1, generator=generator)) if temperature > 0 else int(torch.argmax(q))
             drafted.append(token)
             rows.append(q)
             if t + 1 < tau:  # the next guess reads this guess of the feature and the drafted token
                 g = self.head.step(g, torch.tensor([token], device=g.device), self.cache, length + t)
         return Draft(tokens=drafted, q=torch.stack(rows))
+
+    @torch.no_grad()
+    def propose_tree(self, sequence, budget, *, top_k: int = 4, levels: int | None = None,
+                     width: int | None = None) -> TokenTree:
+        """A dynamic tree grown a level at a time (``tree.grow_levels``): the root's children from the head's guess of
+        the last position's feature; each level's chosen nodes fed together in one head pass, each row (its parent's
+        guessed feature, its token) at the position its depth gives it, seeing the true entries and its own ancestors
+        (the tree mask): ``levels`` head passes per tree (default ``DEFAULT_LEVELS``), the first over the new true
+        positions.
+        The head's cache is left holding the true entries only. Before any feature is known: an empty tree."""
+        if not self._ready(sequence):
+            return TokenTree()
+        length = sequence.shape[1]
+        g_root = self._read_prefix(sequence)
+        true = self.cache.length
+        guesses = {-1: g_root[0]}  # node -> the head's guess of the target's feature at that node
+
+        def expand(expanded: TokenTree, fresh: list[int]) -> torch.Tensor:
+            features = torch.stack([guesses[expanded.parents[i]] for i in fresh])
+            tokens = torch.tensor([expanded.tokens[i] for i in fresh], device=features.device)
+            g = self.head.step_rows(features, tokens, self.cache, tree_positions(expanded.parents, length)[fresh],
+                                    tree_mask(expanded.parents, true)[fresh])
+            guesses.update(zip(fresh, g))
+            return torch.log_softmax(self._logits(g), dim=-1)
+
+        try:
+            return grow_levels(torch.log_softmax(self._logits(g_root)[0], dim=-1), expand, budget, top_k=top_k,
+                               width=width, depth=levels or DEFAULT_LEVELS)
+        finally:
+            self.cache.length = true  # the nodes' entries stand on guesses: dropped
 
     def rollback(self, kept):
         self.known = min(self.known, kept)

@@ -19,13 +19,20 @@ from . import clock
 
 def step_costs(target, draft, *, max_nodes: int = 16, prefix_length: int = 64, repeats: int = 3) -> dict:
     """Milliseconds: ``T`` = {k: one cached target pass over k tokens} for k = 1 … max_nodes + 1 and ``draft`` = one
-    cached draft pass over one token (medians of ``repeats``; 0 for a drafter that runs no model, prompt lookup)."""
+    cached draft pass over one token (medians of ``repeats``): a draft model's forward pass; a drafter's time per
+    further drafted token (``cost_model.draft_costs``: the feature head's one layer); 0 for prompt lookup (no model)."""
+    from ..drafters import PromptLookup
     from ..generation import forward_time
+    from .cost_model import draft_costs
 
     ks = range(1, max_nodes + 2)
-    model_free = not isinstance(draft, torch.nn.Module)
-    return {"T": {k: 1000 * forward_time(target, prefix_length, k, repeats=repeats) for k in ks},
-            "draft": 0.0 if model_free else 1000 * forward_time(draft, prefix_length, 1, repeats=repeats)}
+    if isinstance(draft, torch.nn.Module):
+        draft_ms = 1000 * forward_time(draft, prefix_length, 1, repeats=repeats)
+    elif isinstance(draft, PromptLookup):
+        draft_ms = 0.0
+    else:
+        draft_ms = draft_costs(target, draft, prefix_length=prefix_length, repeats=repeats)[1]
+    return {"T": {k: 1000 * forward_time(target, prefix_length, k, repeats=repeats) for k in ks}, "draft": draft_ms}
 
 
 def draft_passes(kind: str, setting) -> int:
