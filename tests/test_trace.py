@@ -72,6 +72,36 @@ def test_each_injected_fault_is_named_and_only_stale_cache_changes_output(tmp_pa
     assert analyse_trace(traced(tmp_path, target, draft, ids, "after")[1]).names == []
 
 
+@pytest.mark.parametrize("case", ["tau_too_large", "no_tau_pays"])
+def test_a_healthy_run_slower_than_the_target_alone_is_named(tmp_path, case):
+    """No fault, yet slower than the target alone: the analyser says whether a smaller τ pays (and which) or none does.
+    The costs are set by a simulated clock, so the verdict holds on any machine."""
+    from specdec_course.perf.trace import predicted_by_tau
+
+    target, draft = tiny_pair(0, noise=NOISE)
+    ids = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(0))
+    tau, extra_ms = (6, 4.0) if case == "tau_too_large" else (1, 20.0)  # T(k) = 40 + extra_ms (k − 1)
+    path = tmp_path / f"{case}.jsonl"
+    with clock.simulated_costs(target, draft, target_ms_per_extra_token=extra_ms):
+        result = sc.speculative_generate(target, draft, ids, 40, tau=tau, trace=path)
+    diagnosis = analyse_trace(path)
+    n = diagnosis.numbers
+    assert 0.3 <= n["alpha"] <= 0.7 and result.tokens == sc.autoregressive_generate(target, ids, 40).tokens
+    assert diagnosis.names == ["slower_than_target"], str(diagnosis)
+    assert n["vs_target"] < 1 and n["vs_target"] == pytest.approx(predicted_by_tau(n)[tau], rel=0.15)
+    message = diagnosis.findings[0].message
+    predicted = predicted_by_tau(n)
+    best = max(predicted, key=predicted.get)
+    if case == "tau_too_large":
+        assert best < tau and predicted[best] > 1 and f"use τ = {best}" in message and message.startswith("τ too large")
+    else:
+        assert predicted[best] < 1 and message.startswith("no τ pays")
+    assert "slower_than_target" in str(diagnosis) and "no fault found" not in str(diagnosis)
+
+
+NOISE = 0.25  # a draft that agrees about 4 times in 10: healthy, but no great help
+
+
 def test_bad_traces_and_faults_are_refused_clearly(tmp_path, pair):
     target, draft, ids, _ = pair
     with pytest.raises(ValueError, match="unknown fault"):

@@ -30,6 +30,7 @@ FINDINGS = {
     "slow_kernels": "a pass over τ + 1 tokens costs much more than a one-token pass",
     "slow_draft": "drafting costs too much next to verification",
     "low_acceptance": "the draft rarely agrees with the target",
+    "slower_than_target": "a healthy run, slower than the target alone: τ too large, or no τ pays",
 }
 
 
@@ -154,7 +155,7 @@ def analyse_trace(trace) -> Diagnosis:
     numbers = {"tokens": summary["tokens"], "target_passes": summary["target_passes"],
                "tokens_per_pass": summary["tokens"] / max(summary["target_passes"], 1),
                "alpha": alpha_from_steps(counts), "kept_fraction": kept_fraction_of_steps(counts),
-               "mean_tau": mean_tau, "total_ms": total,
+               "mean_tau": mean_tau, "common_tau": statistics.mode(s["tau"] for s in later), "total_ms": total,
                "draft_share": draft_ms / total, "verify_share": verify_ms / total,
                "other_share": max(0.0, 1 - (draft_ms + verify_ms) / total),
                "draft_ms_per_token": statistics.median(s["draft_ms"] / s["tau"] for s in later if s["tau"]) if any(s["tau"] for s in later) else float("nan"),
@@ -165,6 +166,12 @@ def analyse_trace(trace) -> Diagnosis:
         k = max(t)
         numbers.update({"target_ms_1": t[1], "target_ms_k": t[k], "calibration_k": k, "verify_ratio": t[k] / t[1],
                         "c": calibration["draft_ms"] / t[1]})
+        first = steps[0]
+        steady_ms = total - first["draft_ms"] - first["verify_ms"]  # the first step also reads the prompt
+        steady_tokens = summary["tokens"] - len(first["emitted"])
+        if steady_tokens > 0 and steady_ms > 0:
+            numbers["ms_per_token"] = steady_ms / steady_tokens
+            numbers["vs_target"] = t[1] / numbers["ms_per_token"]  # against the target alone at T(1) per token
     findings = []
 
     stale = [s for s in steps if s.get("target_cache") is not None and s["target_cache"] != s["kept"]]
@@ -204,7 +211,37 @@ def analyse_trace(trace) -> Diagnosis:
             f"α ≈ {numbers['alpha']:.2f}: most drafts are rejected ({numbers['tokens_per_pass']:.2f} tokens per target pass). "
             "Check that the draft sees the same text as the target, and whether these prompts are unlike the draft's "
             "training data; with α this low only τ = 1 or 2 can pay, and only where verification is nearly free.")))
+    if not findings and numbers.get("vs_target", 1.0) < 1.0:
+        findings.append(_slower_than_target(numbers))
     return Diagnosis(numbers, findings)
+
+
+def predicted_by_tau(numbers: dict) -> dict[int, float]:
+    """The cost model's speedup E(α, τ) / (τ·c + T(τ+1)/T(1)) for τ = 1 … k − 1, with T(j) between the calibrated
+    T(1) and T(k) taken on the straight line between them (the trace measured only those two)."""
+    k, ratio_k, alpha, c = numbers["calibration_k"], numbers["verify_ratio"], numbers["alpha"], numbers["c"]
+    from .cost_model import expected_tokens_per_step
+
+    ratio = lambda j: 1 + (ratio_k - 1) * (j - 1) / max(k - 1, 1)  # noqa: E731
+    return {tau: expected_tokens_per_step(min(alpha, 1.0), tau) / (tau * c + ratio(tau + 1)) for tau in range(1, max(k, 2))}
+
+
+def _slower_than_target(numbers: dict) -> Finding:
+    """Name why a run with no fault is slower than the target alone: its τ is too large, or no τ pays."""
+    predicted = predicted_by_tau(numbers)
+    tau = min(max(numbers["common_tau"], 1), max(predicted))
+    best = max(predicted, key=predicted.get)
+    seen = (f"{numbers['ms_per_token']:.1f} ms per token against the target alone's T(1) = {numbers['target_ms_1']:.1f} ms "
+            f"(≈ {numbers['vs_target']:.2f}x), with α ≈ {numbers['alpha']:.2f}, c = {numbers['c']:.3f} and "
+            f"T({numbers['calibration_k']})/T(1) = {numbers['verify_ratio']:.2f}")
+    if predicted[best] > 1.0 and best != tau:
+        return Finding("slower_than_target", (
+            f"τ too large: predicted {predicted[tau]:.2f}x at τ = {tau}, {predicted[best]:.2f}x at τ = {best}; use "
+            f"τ = {best}. Nothing is broken: {seen}. The t-th draft of a step is kept only with probability α^t, "
+            "yet every draft costs c and lengthens the verification pass."))
+    return Finding("slower_than_target", (
+        f"no τ pays here: the best prediction is {predicted[best]:.2f}x (τ = {best}). Nothing is broken: {seen}. "
+        "Decode with the target alone, or find a draft with a higher α or a lower c (notebooks 08-09)."))
 
 
 def format_diagnosis(diagnosis: Diagnosis) -> str:
@@ -216,6 +253,9 @@ def format_diagnosis(diagnosis: Diagnosis) -> str:
     if "verify_ratio" in n:
         lines.append(f"costs: T(1) = {n['target_ms_1']:.1f} ms, T({n['calibration_k']})/T(1) = {n['verify_ratio']:.2f}, "
                      f"c = {n['c']:.3f}")
+    if "vs_target" in n:
+        lines.append(f"pace: {n['ms_per_token']:.1f} ms per token after the first step, ≈ {n['vs_target']:.2f}x the "
+                     "target alone at T(1) per token")
     if diagnosis.findings:
         lines += [f"- {f.name}: {f.message}" for f in diagnosis.findings]
     else:
