@@ -225,7 +225,8 @@ def cmd_exercises(args) -> int:
 def cmd_grade(args) -> int:
     from .course.grading import grade
 
-    grade(args.submissions, exercise=args.exercise, timeout=args.timeout, out=args.out)
+    grade(args.submissions, exercise=args.exercise, timeout=args.timeout, out=args.out, trusted=args.trusted,
+          memory_mb=args.memory_mb)
     return 0
 
 
@@ -308,6 +309,10 @@ def main(argv=None) -> int:
                                                      "default: from each notebook's metadata or file name")
     gr.add_argument("--timeout", type=float, default=300, help="seconds each notebook may run (default 300)")
     gr.add_argument("--out", default="grades.csv", help="the CSV to write (default grades.csv; replaced if it exists)")
+    gr.add_argument("--memory-mb", type=int, default=6144, help="address space each notebook's kernel may use (default 6144)")
+    gr.add_argument("--trusted", action="store_true",
+                    help="run the notebooks WITHOUT a sandbox (only where bubblewrap cannot be had, for notebooks you "
+                         "trust); the summary and the CSV say so")
     gr.set_defaults(run=cmd_grade)
 
     doc = sub.add_parser("doctor", help="check the set-up: one OK/FAIL line per check, with a fix for each FAIL")

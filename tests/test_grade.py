@@ -1,39 +1,45 @@
 """`python -m specdec_course grade`: a folder of learners' notebooks in, a CSV of points per task out.
 
-One grading run over a folder of exercise-08 notebooks (light: tiny random models only, no real model to load) serves most tests:
-solved, half-solved, untouched, crashing, hanging, corrupt, a deleted and a renamed check cell, a check cell edited to
-`pass`, and a notebook that writes outside its folder. Notebooks run one at a time.
+One grading run serves most tests, over a folder of one sub-folder per learner: exercise 03 (light: pure-Python
+checks, no model) solved, half-solved, untouched, crashing, corrupt, with a deleted and a renamed check cell, with a
+check cell edited to `pass`; and exercise 08 solved (its checks send tiny models and tensors into the sandbox).
+Hostile notebooks (escapes, tampering, daemons, filling memory or disk, loops) are in tests/test_sandbox.py.
 """
 import csv
 import hashlib
 import json
-import math
-import re
 from pathlib import Path
 
 import pytest
 
-from specdec_course.course import exercises, grading
+from specdec_course.course import exercises, grading, sandbox
 from specdec_course.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
-EXERCISE = "08_training_a_draft_model"
+EXERCISE, MODELS = "03_acceptance_rule", "08_training_a_draft_model"
 LIMIT = 600  # seconds a notebook may run: far more than any of these needs, on any machine
-T1, T2, T3 = "Task 1 · Greedy agreement, teacher-forced", "Task 2 · Expected tokens per step", "Task 3 · The distillation loss"
-T2H, T3H, T4 = T2 + " (hidden check)", T3 + " (hidden check)", "Task 4 · In your own words"
-ALL = {T1: 1, T2: 1, T2H: 1, T3: 1, T3H: 1}
+T1, T2 = "Task 1 · Count the accepted drafts", "Task 2 · By hand"
+T1H = T1 + " (hidden check)"
+ALL = {T1: 1, T1H: 1, T2: 1}
 NONE = dict.fromkeys(ALL, 0)
-BEFORE_T3 = {T1: 1, T2: 1, T2H: 1, T3: 0, T3H: 0}
+BEFORE_T2 = {T1: 1, T1H: 1, T2: 0}
+NO_SANDBOX = sandbox.unavailable_reason()
+needs_sandbox = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"grading runs notebooks in a bubblewrap sandbox and "
+                                   f"{NO_SANDBOX} (`make setup` installs bubblewrap where it can)")
 
 
-def _released():
-    return json.loads((ROOT / "exercises" / f"{EXERCISE}.ipynb").read_text())
+def _released(exercise=EXERCISE):
+    return json.loads((ROOT / "exercises" / f"{exercise}.ipynb").read_text())
 
 
-def _solved(stub=()):
+def _solution(exercise=EXERCISE):
+    return {c["id"]: "".join(c["source"]) for c in json.loads((ROOT / "solutions" / f"{exercise}.ipynb").read_text())["cells"]}
+
+
+def _solved(stub=(), exercise=EXERCISE):
     """The released exercise with the solutions filled in, except the cells in ``stub`` (left as released)."""
-    nb = _released()
-    solution = {c["id"]: "".join(c["source"]) for c in json.loads((ROOT / "solutions" / f"{EXERCISE}.ipynb").read_text())["cells"]}
+    nb = _released(exercise)
+    solution = _solution(exercise)
     for cell in nb["cells"]:
         text = solution[cell["id"]]
         if exercises.BEGIN in text and cell["id"] not in stub:
@@ -49,67 +55,43 @@ def _hashes(folder):
     return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
 
 
+def _write(subs, learner, nb, exercise=EXERCISE):
+    (subs / learner).mkdir(parents=True, exist_ok=True)
+    (subs / learner / f"{exercise}.ipynb").write_text(nb if isinstance(nb, str) else json.dumps(nb, indent=1))
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
+    if NO_SANDBOX is not None:
+        pytest.skip(f"grading runs notebooks in a bubblewrap sandbox and {NO_SANDBOX}")
     base = tmp_path_factory.mktemp("grade")
     subs = base / "submissions"
-    subs.mkdir()
-    outside = base / "outside.txt"
-
-    def write(name, nb):
-        (subs / f"{name}.ipynb").write_text(json.dumps(nb, indent=1))
-
-    write("solved", _solved())
-    half = _solved()
-    _cell(half, "c09")["source"] = exercises.strip_solutions(
-        "".join(_cell(json.loads((ROOT / "solutions" / f"{EXERCISE}.ipynb").read_text()), "c09")["source"]))
-    write("half", half)
-    write("untouched", _released())
+    _write(subs, "solved", _solved())
+    _write(subs, "half", _solved(stub=("c06",)))
+    _write(subs, "untouched", _released())
     crash = _solved()
-    _cell(crash, "c09")["source"] = "import os\nos._exit(1)\n"
-    write("crash", crash)
-    (subs / "corrupt.ipynb").write_text('{"cells": [ this is not json')
+    _cell(crash, "c06")["source"] = "import os\nos._exit(1)\n"
+    _write(subs, "crash", crash)
+    _write(subs, "corrupt", '{"cells": [ this is not json')
     deleted = _solved()
-    deleted["cells"] = [c for c in deleted["cells"] if c["id"] not in ("c10", "c02")]  # a check cell, a heading
-    write("deleted", deleted)
+    deleted["cells"] = [c for c in deleted["cells"] if c["id"] not in ("0c08957b", "c05")]  # a check cell, a heading
+    _write(subs, "deleted", deleted)
     renamed = _solved()
     _cell(renamed, "c04")["id"] = "my-own-id"
-    write("renamed", renamed)
+    _write(subs, "renamed", renamed)
     cheat = _released()
-    _cell(cheat, "c03")["source"] = "def draft_agreement(draft, input_ids, target_tokens):\n    return 0.0\n"
+    _cell(cheat, "c03")["source"] = "def textbook_accept(p_tokens, q_tokens, r):\n    return 0\n"
     _cell(cheat, "c04")["source"] = "pass\n"
-    _cell(cheat, "c07")["source"] = "pass\n"
-    write("cheat", cheat)
-    writer = _solved()
-    attempts = (f"for path in [{str(subs / 'evil.txt')!r}, {str(outside)!r}, {str(subs / 'writer.ipynb')!r}]:\n"
-                "    try:\n        open(path, 'w').write('x')\n    except PermissionError as err:\n        print(err)\n"
-                f"import os\nos.system('echo x > {subs / 'shell.txt'}')\n")
-    writer["cells"].insert(2, {"cell_type": "code", "id": "w1", "metadata": {}, "source": attempts, "outputs": [],
-                               "execution_count": None})
-    write("writer", writer)
+    _cell(cheat, "0c08957b")["source"] = "pass\n"
+    _write(subs, "cheat", cheat)
+    _write(subs, "models", _solved(exercise=MODELS), MODELS)
 
-    # a notebook that hangs is graded on its own, with a limit set from how long the solved notebook took on this
-    # machine: twice that, so the verdicts are the same on a fast machine and a slow one
-    late = base / "late"
-    late.mkdir()
-    hang = _solved()
-    _cell(hang, "c09")["source"] = "import time\ntime.sleep(3600)\n"
-    (late / "hang.ipynb").write_text(json.dumps(hang, indent=1))
-
-    before = {**_hashes(subs), **_hashes(late)}
+    before = _hashes(subs)
     lines = []
-    rows = grading.grade(subs, exercise="08", timeout=LIMIT, out=base / "grades.csv", log=lines.append)
-    solved = next(r for r in rows if r["learner"] == "solved" and r["task"] == grading.NOTEBOOK)["message"]
-    took = re.fullmatch(r"ran in ([0-9.]+) s", solved)
-    assert took, f"the solved notebook: {solved}"
-    hang_limit = math.ceil(2 * float(took.group(1)))
-    rows += grading.grade(late, exercise="08", timeout=hang_limit, out=base / "late.csv", log=lines.append)
-    written = []
-    for name in ("grades.csv", "late.csv"):
-        with open(base / name, newline="") as handle:
-            written += list(csv.DictReader(handle))
-    return {"rows": rows, "csv": written, "before": before, "after": {**_hashes(subs), **_hashes(late)},
-            "outside": outside, "subs": subs, "log": "\n".join(lines), "hang_limit": hang_limit}
+    rows = grading.grade(subs, timeout=LIMIT, out=base / "grades.csv", log=lines.append)
+    with open(base / "grades.csv", newline="") as handle:
+        written = list(csv.DictReader(handle))
+    return {"rows": rows, "csv": written, "before": before, "after": _hashes(subs), "subs": subs, "log": "\n".join(lines)}
 
 
 def _by_task(graded, learner):
@@ -123,36 +105,41 @@ def _points(graded, learner):
 
 def test_every_submitted_file_is_unchanged_byte_for_byte(graded):
     assert graded["after"] == graded["before"]
-    assert not graded["outside"].exists()
 
 
 def test_csv_has_a_row_per_learner_and_task(graded):
     assert list(graded["csv"][0]) == grading.COLUMNS
     learners = {r["learner"] for r in graded["csv"]}
-    assert learners == {"solved", "half", "untouched", "crash", "hang", "corrupt", "deleted", "renamed", "cheat", "writer"}
-    for learner in learners:
-        assert set(_by_task(graded, learner)) == {"(notebook)", T4, *ALL}
-    assert all(r["exercise"] == EXERCISE for r in graded["csv"])
-    assert "solved" in graded["log"] and "5/5" in graded["log"] and "wrote" in graded["log"]
+    assert learners == {"solved", "half", "untouched", "crash", "corrupt", "deleted", "renamed", "cheat", "models"}
+    for learner in learners - {"models"}:
+        assert set(_by_task(graded, learner)) == {"(notebook)", *ALL}
+        assert {r["exercise"] for r in graded["csv"] if r["learner"] == learner} == {EXERCISE}
+    assert "solved" in graded["log"] and "3/3" in graded["log"] and "wrote" in graded["log"]
+    assert "TRUSTED" not in graded["log"]
 
 
 def test_solution_full_marks_untouched_zero_half_solved_half(graded):
     assert _points(graded, "solved") == ALL
     assert _by_task(graded, "solved")[T1][2] == "passed"
-    assert _by_task(graded, "solved")[T4][:2] == ("", "0")
-    assert _by_task(graded, "solved")[T4][2].startswith("manual: answered (")
+    assert _by_task(graded, "solved")["(notebook)"][2].startswith("ran in a sandbox in ")
     assert _points(graded, "untouched") == NONE
-    assert _by_task(graded, "untouched")[T1][2] == "not attempted"
-    assert _by_task(graded, "untouched")[T4][2] == "manual: not answered"
-    assert _points(graded, "half") == BEFORE_T3
+    assert {m for _, _, m in _by_task(graded, "untouched").values()} == {"not attempted", _by_task(graded, "untouched")["(notebook)"][2]}
+    assert _points(graded, "half") == BEFORE_T2
 
 
-def test_crash_and_hang_keep_the_points_before_them(graded):
-    for learner, reason in (("crash", "the kernel died"), ("hang", f"timed out after {graded['hang_limit']} s")):
-        rows = _by_task(graded, learner)
-        assert _points(graded, learner) == BEFORE_T3, rows
-        assert reason in rows["(notebook)"][2] and "c09" in rows["(notebook)"][2]
-        assert rows[T3][2].startswith("not run: " + reason)
+def test_a_solution_that_takes_models_and_tensors_scores_full_marks(graded):
+    rows = _by_task(graded, "models")
+    assert {t: p for t, p in _points(graded, "models").items()} == {t: 1.0 for t, (p, m, _) in rows.items() if m == "1"}
+    assert len(_points(graded, "models")) == 5, rows  # 3 checks (a model, tensors, numbers) and 2 hidden checks
+    assert rows["Task 4 · In your own words"][:2] == ("", "0")
+    assert rows["Task 4 · In your own words"][2].startswith("manual: answered (")
+
+
+def test_crash_keeps_the_points_before_it(graded):
+    rows = _by_task(graded, "crash")
+    assert _points(graded, "crash") == BEFORE_T2, rows
+    assert "the kernel died (crashed) in cell c06" in rows["(notebook)"][2]
+    assert rows[T2][2].startswith("not run: the kernel died")
 
 
 def test_corrupt_notebook_is_graded_zero_with_the_reason(graded):
@@ -164,12 +151,12 @@ def test_corrupt_notebook_is_graded_zero_with_the_reason(graded):
 
 def test_deleted_or_renamed_check_cell_gives_zero_for_its_task_only(graded):
     deleted, renamed = _by_task(graded, "deleted"), _by_task(graded, "renamed")
-    assert _points(graded, "deleted") == BEFORE_T3
-    assert deleted[T3][2] == deleted[T3H][2] == "deleted or renamed cell c10"
-    assert "deleted or renamed cell c10" in deleted["(notebook)"][2]
-    assert "deleted or renamed cell c02" in deleted["(notebook)"][2]  # reported, but costs no points
-    assert _points(graded, "renamed") == {**ALL, T1: 0}
-    assert renamed[T1][2] == "deleted or renamed cell c04"
+    assert _points(graded, "deleted") == BEFORE_T2
+    assert deleted[T2][2] == "deleted or renamed cell 0c08957b"
+    assert "deleted or renamed cell 0c08957b" in deleted["(notebook)"][2]
+    assert "deleted or renamed cell c05" in deleted["(notebook)"][2]  # reported, but costs no points
+    assert _points(graded, "renamed") == {T1: 0, T1H: 0, T2: 1}  # the hidden check belongs to the same task
+    assert renamed[T1][2] == renamed[T1H][2] == "deleted or renamed cell c04"
 
 
 def test_a_check_cell_edited_to_pass_still_runs_the_released_check(graded):
@@ -179,33 +166,26 @@ def test_a_check_cell_edited_to_pass_still_runs_the_released_check(graded):
     assert rows[T2][2] == "not attempted"
 
 
-def test_writes_outside_the_folder_are_blocked_or_put_back_and_reported(graded):
-    rows = _by_task(graded, "writer")
-    message = rows["(notebook)"][2]
-    subs = graded["subs"]
-    for path in (subs / "evil.txt", graded["outside"], subs / "writer.ipynb"):
-        assert f"tried to write outside its folder: {path.resolve()} (blocked)" in message
-    assert f"changed {subs / 'shell.txt'} in the submissions folder (put back)" in message
-    assert not (subs / "evil.txt").exists() and not (subs / "shell.txt").exists()
-    assert _points(graded, "writer") == ALL  # the tasks themselves are still graded
-
-
 # --------------------------------------------------------------------------- no notebooks run below
 def test_the_kernel_gets_folders_of_its_own_whatever_the_graders_environment(tmp_path, monkeypatch):
     # torch sets TORCHINDUCTOR_CACHE_DIR in its process once it has compiled something: a kernel must not inherit it
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/torchinductor_someone")
     monkeypatch.setenv("TMPDIR", "/elsewhere")
-    env = grading._kernel_env(tmp_path)
+    monkeypatch.setenv("GITHUB_TOKEN", "a secret")
+    env = sandbox.kernel_env(tmp_path / "home", tmp_path, tmp_path / "cache")
     for name in ("HOME", "TMPDIR", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "XDG_CACHE_HOME", "MPLCONFIGDIR"):
         assert Path(env[name]).is_relative_to(tmp_path), (name, env[name])
-        assert Path(env[name]).is_dir()
+    assert "GITHUB_TOKEN" not in env  # only a short list of the grader's variables goes in
 
 
 def test_tasks_come_from_the_released_check_cells():
-    tasks = grading.load_tasks(EXERCISE)
-    assert [(t.name, t.kind, t.points) for t in tasks] == [
-        (T1, "check", 1), (T2, "check", 1), (T2H, "hidden", 1), (T3, "check", 1), (T3H, "hidden", 1), (T4, "manual", 0)]
+    tasks = grading.load_tasks(MODELS)
+    t1, t2, t3, t4 = ("Task 1 · Greedy agreement, teacher-forced", "Task 2 · Expected tokens per step",
+                      "Task 3 · The distillation loss", "Task 4 · In your own words")
+    assert [(t.name, t.kind, t.points) for t in tasks] == [(t1, "check", 1), (t2, "check", 1), (t2 + " (hidden check)", "hidden", 1),
+                                                           (t3, "check", 1), (t3 + " (hidden check)", "hidden", 1), (t4, "manual", 0)]
     assert tasks[0].grade_id == "check_c04" and "check_draft_agreement" in tasks[0].source
+    assert grading.check_names(tasks[0].source) == (["draft_agreement"], [])
     for name in grading.exercise_names():
         checks = [t for t in grading.load_tasks(name) if t.kind == "check"]
         assert checks and all(t.name.startswith("Task") for t in checks), name
@@ -219,20 +199,44 @@ def test_every_hidden_check_follows_a_released_check_cell():
         assert set(by_cell) <= checks, name
 
 
+def test_every_name_a_check_cell_reads_is_a_learner_definition_or_made_by_the_grader():
+    """The grader gives a check cell a proxy for each learner name and makes the set-up values (SETUP) itself."""
+    for name in grading.exercise_names():
+        defined = set()
+        for cell in _solved(exercise=name)["cells"]:
+            if cell["cell_type"] == "code" and "check" not in cell["metadata"].get("tags", []):
+                tree = __import__("ast").parse(grading._source(cell))
+                defined |= {n.name for n in tree.body if type(n).__name__ in ("FunctionDef", "ClassDef")}
+        for task in grading.load_tasks(name):
+            if task.kind == "check":
+                read, _ = grading.check_names(task.source)
+                assert set(read) <= defined | set(grading.SETUP), (name, task.name, set(read) - defined)
+
+
 def test_grade_command_writes_the_csv_and_a_summary(tmp_path, capsys, monkeypatch):
     (tmp_path / "subs").mkdir()
     (tmp_path / "subs" / "zoe.ipynb").write_text("{")
     monkeypatch.chdir(tmp_path)
-    assert main(["grade", "subs", "--exercise", "03"]) == 0
+    assert main(["grade", "subs", "--exercise", "03", "--trusted"]) == 0  # nothing runs: no sandbox needed
     out = capsys.readouterr().out
-    assert "zoe" in out and "0/3" in out and "wrote grades.csv" in out
+    assert "zoe" in out and "0/3" in out and "wrote grades.csv" in out and "TRUSTED" in out
     rows = list(csv.DictReader(open(tmp_path / "grades.csv", newline="")))
     assert [r["task"] for r in rows] == ["(notebook)", "Task 1 · Count the accepted drafts",
                                          "Task 1 · Count the accepted drafts (hidden check)", "Task 2 · By hand"]
+    assert rows[0]["message"].startswith("TRUSTED, not sandboxed (--trusted): not valid JSON")
+
+
+def test_without_a_sandbox_grade_refuses_unless_trusted(tmp_path, capsys, monkeypatch):
+    (tmp_path / "zoe.ipynb").write_text("{")
+    monkeypatch.setattr(sandbox, "unavailable_reason", lambda: "bubblewrap (bwrap) is not installed")
+    assert main(["grade", str(tmp_path), "--exercise", "03", "--out", str(tmp_path / "g.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "bubblewrap (bwrap) is not installed" in err and "--trusted" in err and "apt-get install bubblewrap" in err
+    assert not (tmp_path / "g.csv").exists()
 
 
 def test_generated_exercises_carry_nbgrader_metadata():
-    nb = exercises.make_exercise(json.loads((ROOT / "solutions" / f"{EXERCISE}.ipynb").read_text()), f"{EXERCISE}.ipynb")
+    nb = exercises.make_exercise(json.loads((ROOT / "solutions" / f"{MODELS}.ipynb").read_text()), f"{MODELS}.ipynb")
     assert _cell(nb, "c04")["metadata"]["nbgrader"] == {"grade": True, "solution": False, "locked": True, "points": 1,
                                                         "grade_id": "check_c04", "schema_version": 3}
     assert _cell(nb, "c03")["metadata"]["nbgrader"]["solution"] is True
@@ -253,7 +257,7 @@ def test_submissions_found_per_file_and_per_learner_folder(tmp_path):
     forced = grading.find_submissions(tmp_path, "05_kv_caching")
     assert {(s.learner, s.exercise, s.path is None) for s in forced} >= {("ann", "05_kv_caching", True),
                                                                            ("ben", "05_kv_caching", False)}
-    assert grading.resolve_exercise("08") == EXERCISE
+    assert grading.resolve_exercise("08") == MODELS
 
 
 @pytest.mark.parametrize("argv, error", [
@@ -261,6 +265,7 @@ def test_submissions_found_per_file_and_per_learner_folder(tmp_path):
     (["grade", "{tmp}", "--exercise", "99_nothing"], "unknown exercise"),
     (["grade", "{tmp}", "--timeout", "0"], "--timeout must be a positive"),
     (["grade", "{tmp}"], "no notebooks in"),
+    (["grade", "{tmp}", "--memory-mb", "100"], "--memory-mb must be at least 512"),
 ])
 def test_bad_command_line_is_a_clear_error(tmp_path, capsys, argv, error):
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2

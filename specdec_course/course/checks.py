@@ -82,12 +82,17 @@ def _cases(n: int = 6):
         yield seed, model, prompt
 
 
+_OPEN_LOGS: list = []
+
+
 class _ForwardLog:
-    """Records the number of new tokens in every forward pass of a model."""
+    """Records the number of new tokens in every forward pass of a model (also those the grader's sandbox reports
+    for its copy of the model, through ``record_passes``)."""
 
     def __init__(self, model):
-        self.lengths: list[int] = []
+        self.model, self.lengths = model, []
         self.handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+        _OPEN_LOGS.append(self)
 
     def _hook(self, module, args, kwargs):
         ids = args[0] if args else kwargs.get("input_ids")
@@ -96,6 +101,14 @@ class _ForwardLog:
 
     def close(self):
         self.handle.remove()
+        _OPEN_LOGS.remove(self)
+
+
+def record_passes(model, lengths: list[int]) -> None:
+    """Forward passes that ran on a copy of ``model`` elsewhere (the grader's sandbox): add them to its open logs."""
+    for log in _OPEN_LOGS:
+        if log.model is model:
+            log.lengths += [int(n) for n in lengths]
 
 
 # --------------------------------------------------------------------------- exercise 00

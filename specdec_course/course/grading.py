@@ -9,37 +9,41 @@ The scheme, one CSV row per learner × exercise × task (columns learner, exerci
 * every code cell tagged ``check`` in the released exercise (exercises/NAME.ipynb) is a task, named after the
   ``## Task N · Title`` heading above it; it is worth ``metadata.nbgrader.points`` (default 1) and passes when its
   ORIGINAL source (from the released exercise, whatever the learner made of it) runs without an error;
-* a hidden check (``specdec_course.course.hidden_checks``) runs right after its visible check, in the same kernel, and has a
-  row of its own, "Task N · Title (hidden check)";
+* a hidden check (``specdec_course.course.hidden_checks``) runs right after its visible check and has a row of its
+  own, "Task N · Title (hidden check)";
 * free-text answers (markdown "YOUR ANSWER HERE" cells) are not auto-graded: a row with empty points, max_points 0
   and "manual: answered (N words)" or "manual: not answered";
-* a "(notebook)" row (0 of 0 points) always carries what happened to the notebook as a whole: "ran in 3.1 s", or
-  the problems: not valid JSON, crashed, timed out, deleted or renamed cells, writes outside its folder.
+* a "(notebook)" row (0 of 0 points) always carries what happened to the notebook as a whole: "ran in a sandbox in
+  3.1 s", or the problems: not valid JSON, crashed, timed out, deleted or renamed cells, files changed.
+
+Where learner code runs and where verdicts are made: each notebook's cells run, in order, in a fresh kernel inside a
+bubblewrap sandbox (``sandbox.py``: read-only system, no network, its own small /tmp as the only writable place, the
+submissions and the hidden checks out of sight, memory and time limits, every process killed at the end). A check
+cell is NOT run in that kernel: when the run reaches it, the grader runs the released check itself, in its own
+process, with a proxy for each learner function it names; the proxy calls the function in the kernel on the check's
+inputs and brings the result back as JSON. Expected values and hidden cases are computed in the grader only, so
+nothing a learner redefines (checks, hidden checks, torch) changes a verdict. Values a check cell takes from the
+notebook's set-up (the real models, traces) are made by the grader too (``SETUP``). Without bwrap (macOS, no user
+namespaces) ``grade`` refuses to run unless ``trusted=True`` (``--trusted``): then the kernels run unsandboxed, the
+verdicts are still made outside them, and the summary and every "(notebook)" row say so.
 
 A released code cell (check, solution or set-up cell) that is missing from the submission (matched by cell id: a
 deleted cell and a cell whose id changed look the same) gives 0 points to the tasks of its section (the code cells
 before Task 1 belong to every task) with "deleted or renamed cell ID"; the other tasks are graded. Missing markdown
 cells are only reported in the "(notebook)" row (a missing answer cell also on its manual row). A notebook that
 cannot run at all (not valid JSON, not a notebook) gets 0 on every task with the reason. One that crashes or hangs
-keeps the points of the checks that ran before it stopped; the later ones say why they did not run.
-
-Each notebook runs in a fresh kernel, in a temporary copy, with a time limit; the kernel's HOME, TMPDIR and Jupyter/
-IPython/matplotlib folders are inside that temporary folder. An audit hook installed before any learner code refuses
-(PermissionError) and records every write, rename, removal or folder creation outside the temporary folder and the
-model cache; the submissions folder is also hashed before and after each notebook, and any file changed there is put
-back (files created there are removed). Shell commands (``!cmd``, subprocess) escape the hook and meet only that
-second guard. The grader is a safety net against honest mistakes and simple tricks (editing or deleting a check
-cell), not a sandbox against code written to attack it.
+keeps the points of the checks that ran before it stopped; the later ones say why they did not run. The submissions
+folder is also hashed before and after each notebook; a file changed there would be put back and reported.
 """
 from __future__ import annotations
 
+import ast
+import builtins
+import contextlib
 import csv
+import io
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -49,8 +53,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RELEASED = ROOT / "exercises"
 NOTEBOOK = "(notebook)"
 COLUMNS = ["learner", "exercise", "task", "points", "max_points", "message"]
-GUARD_ID = "specdec-grader-guard"
-HIDDEN_PREFIX = "specdec-grader-hidden-"
+SETUP = ("target", "draft", "tokenizer", "traces", "trace_path")  # check-cell names the grader makes itself
 
 
 # --------------------------------------------------------------------------- the released exercise: tasks
@@ -61,7 +64,7 @@ class Task:
     kind: str                 # "check", "hidden" or "manual"
     cell_id: str              # the check cell (hidden: the check cell it follows; manual: the answer cell)
     points: float
-    source: str = ""          # check: the released source; hidden: the code run after the check cell
+    source: str = ""          # check: the released source (hidden: empty)
     section: list = field(default_factory=list)  # ids of the released code cells this task depends on
 
 
@@ -112,10 +115,8 @@ def load_tasks(exercise: str, released: Path = RELEASED) -> list[Task]:
             grade_id = meta.get("nbgrader", {}).get("grade_id", f"check_{cell_id}")
             tasks.append(Task(name, grade_id, "check", cell_id, meta.get("nbgrader", {}).get("points", 1), text, section))
             if cell_id in hidden:
-                code = (f"from specdec_course.course import hidden_checks as _specdec_hidden\n"
-                        f"_specdec_hidden.run({exercise!r}, {cell_id!r}, globals())")
                 tasks.append(Task(f"{name} (hidden check)", f"hidden_{cell_id}", "hidden", cell_id, hidden[cell_id][2],
-                                  code, section))
+                                  "", section))
         elif cell["cell_type"] == "markdown" and text.strip() == "YOUR ANSWER HERE":
             tasks.append(Task(heading, f"answer_{cell_id}", "manual", cell_id, 0, "", section))
     for task in tasks:  # cells before the first task belong to every task
@@ -176,194 +177,115 @@ def find_submissions(folder: Path, exercise: str | None = None, released: Path =
     return found
 
 
-# --------------------------------------------------------------------------- preparing and running one notebook
-GUARD = r'''
-def _specdec_install_guard(allowed, log_path):
-    import os, sys, json
-    roots = [os.path.realpath(p) for p in allowed]
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-    events = {"os.remove": 1, "os.rename": 2, "os.mkdir": 1, "os.rmdir": 1, "os.truncate": 1, "os.chmod": 1,
-              "os.chown": 1, "os.link": 2, "os.symlink": 2, "os.utime": 1, "shutil.rmtree": 1, "shutil.copyfile": 2}
+# --------------------------------------------------------------------------- running the checks outside the kernel
+@dataclass
+class Run:
+    """What one grading run shares between notebooks: its folder, the sandbox's settings, the grader's set-up values."""
+    folder: Path
+    trusted: bool = False
+    memory_mb: int = 6144
+    hidden: list = field(default_factory=list)   # paths no kernel may see (the submissions, the CSV)
+    values: dict = field(default_factory=dict)
 
-    def outside(path):
-        if isinstance(path, int) or path is None:
-            return None
-        path = os.path.realpath(os.fsdecode(os.fspath(path)))
-        if any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots):
-            return None
-        return path
+    def setup(self, name: str):
+        """A value a check cell takes from the notebook's set-up, made here instead (learner code cannot change it)."""
+        if name not in self.values:
+            if name in ("target", "draft", "tokenizer"):
+                from ..models import load_pair
 
-    def hook(event, args):
-        if event == "open":
-            path, mode, flags = (tuple(args) + (None, None, None))[:3]
-            if not ((isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & writing)):
-                return
-            paths = [path]
-        elif event in events:
-            paths = list(args[:events[event]])
-            if event == "os.rename":
-                paths = paths[:2]
-            if event == "shutil.copyfile":
-                paths = paths[1:]
-        else:
-            return
-        for path in paths:
-            bad = outside(path)
-            if bad:
-                os.write(log, (json.dumps({"event": event, "path": bad}) + "\n").encode())
-                raise PermissionError(f"the grader does not allow writing outside the notebook's folder: {bad}")
+                self.values.update(zip(("target", "draft", "tokenizer"), load_pair(kernels="stock", verbose=False)))
+            else:  # the traces of a healthy run and of each fault, on tiny models
+                from . import checks
 
-    sys.addaudithook(hook)
+                traces = checks.fault_traces(self.folder / "shared" / "traces")
+                self.values.update(traces=traces, trace_path=traces["healthy"])
+        return self.values[name]
+
+    def kernel(self, folder: Path, deadline: float):
+        from .sandbox import Kernel
+
+        named = {k: self.values[k] for k in ("target", "draft") if k in self.values}
+        return Kernel(folder, deadline, sandboxed=not self.trusted, shown=[self.folder / "shared"], hidden=self.hidden,
+                      memory_mb=self.memory_mb, named=named)
 
 
-_specdec_install_guard(ALLOWED, LOG)
-del _specdec_install_guard
-'''
+def check_names(source: str) -> tuple[list[str], list[str]]:
+    """(names a check cell reads, names it assigns), ``checks`` and builtins left out."""
+    read, written = [], []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            (written if isinstance(node.ctx, ast.Store) else read).append(node.id)
+    skip = {"checks", *dir(builtins), *written}
+    return [n for n in dict.fromkeys(read) if n not in skip], list(dict.fromkeys(written))
 
 
-def _guard_cell(allowed: list[str], log: str) -> dict:
-    code = GUARD.replace("ALLOWED", repr(allowed)).replace("LOG", repr(log)).strip() + "\n"
-    return {"cell_type": "code", "id": GUARD_ID, "metadata": {"specdec_grader": True}, "source": code,
-            "outputs": [], "execution_count": None}
+def _message(err: BaseException) -> str:
+    from .checks import NotAttempted
+
+    if isinstance(err, NotAttempted):
+        return "not attempted"
+    value = " / ".join(line.strip() for line in str(err).strip().split("\n") if line.strip())
+    return f"{type(err).__name__}: {value}"[:300]
 
 
-def prepare(submitted: dict, tasks: list[Task], allowed: list[str], log: str) -> dict:
-    """The notebook to run: a guard cell first, the released source in every check cell, hidden checks after them."""
-    nb = json.loads(json.dumps(submitted))
-    checks = {t.cell_id: t for t in tasks if t.kind == "check"}
-    hidden = {t.cell_id: t for t in tasks if t.kind == "hidden"}
-    cells = [_guard_cell(allowed, log)]
-    for cell in nb["cells"]:
-        cell_id = cell.get("id", "")
-        if cell.get("cell_type") == "code":
-            cell["outputs"], cell["execution_count"] = [], None
-            if cell_id in checks:
-                cell["source"] = checks[cell_id].source
-        cells.append(cell)
-        if cell.get("cell_type") == "code" and cell_id in hidden:
-            cells.append({"cell_type": "code", "id": HIDDEN_PREFIX + cell_id, "metadata": {"specdec_grader": True},
-                          "source": hidden.pop(cell_id).source, "outputs": [], "execution_count": None})
-    nb["cells"] = cells
-    return nb
+def run_check(task: Task, exercise: str, kernel, run: Run) -> tuple[float, str]:
+    """(points, message) of one check, run in the grader's process on proxies of the learner's functions."""
+    from . import checks, hidden_checks
 
-
-def _kernel_env(tmp: Path) -> dict:
-    from ..storage import cache_dir
-
-    env = dict(os.environ)
-    for name, sub in (("HOME", "home"), ("IPYTHONDIR", "home/.ipython"), ("JUPYTER_RUNTIME_DIR", "home/runtime"),
-                      ("JUPYTER_DATA_DIR", "home/data"), ("JUPYTER_CONFIG_DIR", "home/config"),
-                      ("MPLCONFIGDIR", "home/mpl"), ("TMPDIR", "tmp"), ("XDG_CACHE_HOME", "home/.cache"),
-                      # torch records its compiler caches' folders in the environment once it has used them: never
-                      # hand the grader's own (outside the kernel's folders) down to a learner's kernel
-                      ("TORCHINDUCTOR_CACHE_DIR", "home/.cache/torchinductor"), ("TRITON_CACHE_DIR", "home/.cache/triton")):
-        (tmp / sub).mkdir(parents=True, exist_ok=True)
-        env[name] = str(tmp / sub)
-    env.update(SPECDEC_CACHE_DIR=str(cache_dir()), HF_HUB_OFFLINE="1", SPECDEC_QUICK="1", PYTHONDONTWRITEBYTECODE="1",
-               MPLBACKEND="module://matplotlib_inline.backend_inline")
-    env.pop("JUPYTER_PATH", None)
-    return env
-
-
-def _runner_main(argv: list[str]) -> int:
-    """In a subprocess: run the prepared notebook cell by cell, saving it after every cell (a kill keeps what ran)."""
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    notebook, out, status_path, pid_path, timeout = argv[0], argv[1], argv[2], argv[3], float(argv[4])
-    nb = nbformat.read(notebook, as_version=4)
-    status = {"status": "ok", "cell": None}
-
-    def save():
-        nbformat.write(nb, out + ".part")
-        os.replace(out + ".part", out)
-        Path(status_path).write_text(json.dumps(status))
-
-    client = NotebookClient(nb, timeout=timeout, allow_errors=True, kernel_name="python3", startup_timeout=120,
-                            resources={"metadata": {"path": str(Path(notebook).parent)}})
-    with client.setup_kernel(cwd=str(Path(notebook).parent)):
-        pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
-        Path(pid_path).write_text(str(pid or ""))
-        deadline = time.monotonic() + timeout
-        for index, cell in enumerate(nb.cells):
-            if cell.cell_type != "code":
-                continue
-            client.timeout = max(1, int(deadline - time.monotonic()))
-            try:
-                client.execute_cell(cell, index)
-            except CellTimeoutError:
-                status.update(status="timeout", cell=cell.get("id"))
-            except DeadKernelError:
-                status.update(status="dead", cell=cell.get("id"))
-            except Exception as err:  # noqa: BLE001 - nbclient or a malformed cell: report it, keep what ran
-                status.update(status="error", cell=cell.get("id"), detail=f"{type(err).__name__}: {err}"[:300])
-            save()
-            if status["status"] != "ok":
-                break
-        save()
-    return 0
-
-
-_RUNNER = ("import importlib.util, sys\n"
-           "spec = importlib.util.spec_from_file_location('specdec_grading_runner', sys.argv[1])\n"
-           "module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)\n"
-           "spec.loader.exec_module(module)\n"
-           "sys.exit(module._runner_main(sys.argv[2:]))\n")
-
-
-def _kill_group(pid) -> None:
-    """Kill the process group led by ``pid`` (a runner or kernel this module started), if it still leads one."""
     try:
-        if os.getpgid(int(pid)) == int(pid):
-            os.killpg(int(pid), signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, ValueError, TypeError, OSError):
-        pass
+        with contextlib.redirect_stdout(io.StringIO()):  # the checks' "✓ ..." lines
+            if task.kind == "hidden":
+                name = hidden_checks.HIDDEN[exercise][task.cell_id][0]
+                hidden_checks.run(exercise, task.cell_id, {name: kernel.name(name)})
+            else:
+                read, written = check_names(task.source)
+                namespace = {"checks": checks}
+                namespace.update({n: run.setup(n) if n in SETUP else kernel.name(n) for n in read})
+                exec(compile(task.source, f"<{task.name}>", "exec"), namespace)  # noqa: S102 - the released check
+                for name in written:  # e.g. `measured = checks.check_...`: later cells use it
+                    kernel.set(name, namespace[name])
+    except Exception as err:  # noqa: BLE001 - any error of a check is the learner's failure; KernelStopped passes
+        return 0, _message(err)
+    return task.points, "passed"
 
 
-def execute(prepared: dict, tmp: Path, timeout: float) -> tuple[dict | None, dict, float]:
-    """Run ``prepared`` in ``tmp`` in a fresh kernel; (executed notebook or None, status, seconds)."""
-    work = tmp / "work"
-    work.mkdir(exist_ok=True)
-    notebook, out, status_path, pid_path = work / "submission.ipynb", tmp / "executed.ipynb", tmp / "status.json", tmp / "kernel.pid"
-    notebook.write_text(json.dumps(prepared))
+def run_notebook(submitted: dict, exercise: str, tasks: list[Task], timeout: float, run: Run, folder: Path):
+    """Run the notebook's code cells in a kernel and its checks in the grader, in notebook order.
+    Returns ({grade_id: (points, message)}, how it stopped or None, the cell it stopped in, seconds)."""
+    from .sandbox import KernelStopped
+
+    by_cell: dict[str, list[Task]] = {}
+    for task in tasks:
+        if task.kind in ("check", "hidden"):
+            by_cell.setdefault(task.cell_id, []).append(task)
+            for name in check_names(task.source)[0] if task.kind == "check" else []:
+                if name in SETUP:
+                    run.setup(name)  # made before the clock starts, and known to the kernel by name
+    results, stopped, where = {}, None, None
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-c", _RUNNER, __file__, str(notebook), str(out), str(status_path),
-                             str(pid_path), str(timeout)], cwd=work, env=_kernel_env(tmp), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    kernel = run.kernel(folder, start + timeout)
     try:
-        _, stderr = proc.communicate(timeout=timeout + 120)  # kernel start-up and shut-down on top of the limit
-    except subprocess.TimeoutExpired:
-        _kill_group(proc.pid)
-        _, stderr = proc.communicate()
-        stderr = b"killed by the grader"
-    if proc.returncode:  # the runner did not shut its kernel down (the kernel runs in a session of its own)
-        _kill_group(pid_path.read_text().strip() if pid_path.exists() else None)
-    seconds = time.monotonic() - start
-    status = json.loads(status_path.read_text()) if status_path.exists() else {"status": "error", "cell": None}
-    if not status_path.exists() or (proc.returncode and status["status"] == "ok"):
-        tail = stderr.decode(errors="replace").strip().splitlines()[-1:] if stderr else []
-        status = {"status": "error", "cell": status.get("cell"), "detail": (tail[0] if tail else f"exit {proc.returncode}")[:300]}
-    executed = json.loads(out.read_text()) if out.exists() else None
-    return executed, status, seconds
+        kernel.start()
+        for cell in submitted["cells"]:
+            if cell.get("cell_type") != "code":
+                continue
+            where = cell.get("id")
+            if where in by_cell:
+                for task in by_cell.pop(where):
+                    results[task.grade_id] = run_check(task, exercise, kernel, run)
+            else:
+                kernel.execute(_source(cell))  # its errors are the learner's business; only the checks count
+    except KernelStopped as stop:
+        stopped = stop
+    finally:
+        kernel.stop()
+    return results, stopped, where, time.monotonic() - start
 
 
 # --------------------------------------------------------------------------- grading one submission
 def _row(sub: Submission, task: str, points, max_points, message: str) -> dict:
     return {"learner": sub.learner, "exercise": sub.exercise or "", "task": task, "points": points,
             "max_points": max_points, "message": message}
-
-
-def _error_of(cell: dict) -> str | None:
-    for output in cell.get("outputs", []):
-        if output.get("output_type") == "error":
-            name = output.get("ename", "Error")
-            value = " / ".join(line.strip() for line in str(output.get("evalue", "")).strip().split("\n") if line.strip())
-            if name == "NotAttempted":
-                return "not attempted"
-            return f"{name}: {value}"[:300]
-    return None
 
 
 def _all_zero(sub: Submission, tasks: list[Task], reason: str) -> list[dict]:
@@ -395,7 +317,8 @@ def _restore(folder: Path, before: dict) -> list[str]:
     return changed
 
 
-def grade_submission(sub: Submission, timeout: float, released: Path = RELEASED, guard_folder: Path | None = None) -> list[dict]:
+def grade_submission(sub: Submission, timeout: float, run: Run, released: Path = RELEASED,
+                     guard_folder: Path | None = None) -> list[dict]:
     """The CSV rows of one learner's notebook for one exercise."""
     if sub.exercise is None:
         return [_row(sub, NOTEBOOK, 0, 0, sub.problem)]
@@ -413,29 +336,19 @@ def grade_submission(sub: Submission, timeout: float, released: Path = RELEASED,
     present = {c.get("id") for c in submitted["cells"]}
     missing = [c for c in released_cell_ids(sub.exercise, released) if c not in present]
     before = _snapshot(guard_folder) if guard_folder else {}
-    with tempfile.TemporaryDirectory(prefix="specdec-grade-") as name:
-        tmp = Path(name).resolve()
-        from ..storage import cache_dir
-
-        log = tmp / "blocked.jsonl"
-        allowed = [str(tmp / sub) for sub in ("work", "home", "tmp")] + [str(cache_dir()), "/dev/null"]
-        prepared = prepare(submitted, tasks, allowed, str(log))  # the runner's own files in tmp are off limits
-        executed, status, seconds = execute(prepared, tmp, timeout)
-        blocked = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    with tempfile.TemporaryDirectory(prefix="notebook-", dir=run.folder) as name:
+        results, stopped, where, seconds = run_notebook(submitted, sub.exercise, tasks, timeout, run, Path(name))
     changed = _restore(guard_folder, before) if guard_folder else []
 
-    cells = {c.get("id"): c for c in (executed or prepared)["cells"]}
-    stopped = {"timeout": f"timed out after {timeout:g} s", "dead": "the kernel died (crashed)",
-               "error": f"could not run ({status.get('detail', '')})"}.get(status["status"])
-    where = f" in cell {status['cell']}" if status.get("cell") else ""
-    problems = [f"deleted or renamed cell {c}" for c in missing]
-    if stopped:
-        problems.append(stopped + where)
-    for item in blocked:
-        problems.append(f"tried to write outside its folder: {item['path']} (blocked)")
-    for path in changed:
-        problems.append(f"changed {path} in the submissions folder (put back)")
-    rows = [_row(sub, NOTEBOOK, 0, 0, "; ".join(dict.fromkeys(problems)) or f"ran in {seconds:.1f} s")]
+    cells = {c.get("id"): c for c in submitted["cells"]}
+    reason = None
+    if stopped is not None:
+        reason = {"timeout": f"timed out after {timeout:g} s", "dead": "the kernel died (crashed)"}.get(
+            stopped.kind, f"could not run ({stopped})") + (f" in cell {where}" if where else "")
+    problems = [f"deleted or renamed cell {c}" for c in missing] + ([reason] if reason else [])
+    problems += [f"changed {path} in the submissions folder (put back)" for path in changed]
+    rows = [_row(sub, NOTEBOOK, 0, 0, "; ".join(dict.fromkeys(problems)) or
+                 f"ran {'unsandboxed' if run.trusted else 'in a sandbox'} in {seconds:.1f} s")]
     for task in tasks:
         gone = [c for c in task.section if c in missing]
         if task.kind == "manual":
@@ -446,39 +359,62 @@ def grade_submission(sub: Submission, timeout: float, released: Path = RELEASED,
                        f"manual: answered ({words} words)" if text and text != "YOUR ANSWER HERE" else "manual: not answered")
             rows.append(_row(sub, task.name, "", 0, message))
             continue
-        cell = cells.get(task.cell_id if task.kind == "check" else HIDDEN_PREFIX + task.cell_id)
         if gone:
             points, message = 0, "deleted or renamed cell " + ", ".join(gone)
-        elif cell is None or cell.get("execution_count") is None and not cell.get("outputs"):
-            points, message = 0, f"not run: {stopped}{where}" if stopped else "not run"
+        elif task.grade_id not in results:
+            points, message = 0, f"not run: {reason}" if reason else "not run"
         else:
-            error = _error_of(cell)
-            points, message = (0, error) if error else (task.points, "passed")
+            points, message = results[task.grade_id]
         rows.append(_row(sub, task.name, points, task.points, message))
     return rows
 
 
 # --------------------------------------------------------------------------- the whole folder
+class SandboxUnavailable(ValueError):
+    """No sandbox on this machine, and the notebooks were not declared trusted."""
+
+
 def grade(folder, exercise: str | None = None, timeout: float = 300, out="grades.csv", released: Path = RELEASED,
-          log=print) -> list[dict]:
-    """Grade every submission in ``folder``, write the CSV to ``out`` and print a summary table. Returns the rows."""
+          log=print, trusted: bool = False, memory_mb: int = 6144) -> list[dict]:
+    """Grade every submission in ``folder``, write the CSV to ``out`` and print a summary table. Returns the rows.
+    Each notebook runs in a bubblewrap sandbox; ``trusted=True`` runs them without one (where there is none)."""
+    from .sandbox import unavailable_reason
+
     if timeout <= 0:
         raise ValueError(f"--timeout must be a positive number of seconds, got {timeout:g}")
+    if memory_mb < 512:
+        raise ValueError(f"--memory-mb must be at least 512 (a kernel with torch needs that much), got {memory_mb}")
     if exercise is not None:
         exercise = resolve_exercise(exercise, released)
     folder = Path(folder).resolve()
     submissions = find_submissions(folder, exercise, released)
+    reason = None if trusted else unavailable_reason()
+    if reason:
+        raise SandboxUnavailable(
+            f"{reason}, so learners' notebooks cannot be sandboxed: their code would run with all your rights. "
+            "Install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; `make setup` does it where it can), "
+            "grade on a Linux machine or container that has it, or pass --trusted if you trust every notebook in "
+            f"{folder} (they then run unsandboxed; the verdicts are still made outside them)")
+    if trusted:
+        log("TRUSTED: the notebooks run WITHOUT a sandbox (--trusted); only grade notebooks you trust this way")
+    out = Path(out)
     rows = []
-    for index, sub in enumerate(submissions, 1):
-        log(f"[{index}/{len(submissions)}] {sub.learner}: {sub.exercise or (sub.path.name if sub.path else '?')}")
-        rows += grade_submission(sub, timeout, released, guard_folder=folder)
+    with tempfile.TemporaryDirectory(prefix="specdec-grade-") as base:
+        run = Run(Path(base).resolve(), trusted=trusted, memory_mb=memory_mb, hidden=[folder, out.resolve()])
+        for index, sub in enumerate(submissions, 1):
+            log(f"[{index}/{len(submissions)}] {sub.learner}: {sub.exercise or (sub.path.name if sub.path else '?')}")
+            rows += grade_submission(sub, timeout, run, released, guard_folder=folder)
+    if trusted:
+        for row in rows:
+            if row["task"] == NOTEBOOK:
+                row["message"] = "TRUSTED, not sandboxed (--trusted): " + row["message"]
     out = Path(out)
     existed = out.exists()
     with open(out, "w", newline="") as handle:
         writer = csv.DictWriter(handle, COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    log(summary(rows))
+    log(summary(rows) + ("\n(TRUSTED: not sandboxed)" if trusted else ""))
     log(f"wrote {out}" + (" (replaced the previous file)" if existed else ""))
     return rows
 
