@@ -44,3 +44,81 @@ def test_notebooks_speak_about_the_subject_not_the_project():
         text = _markdown(path).lower()
         for phrase in ("the issue", "this issue", "issue #", "pull request"):
             assert phrase not in text, f"{path.name} mentions {phrase!r}"
+
+
+# words that tell the course's own history or how it is tested, never the subject
+HISTORY = re.compile(r"earlier (draft|version) of this course|this course (was|used to)|previous (course )?draft|"
+                     r"the test suite|old held-out|old training|previous session|was developed on", re.I)
+
+
+def _cells_text(path, outputs=True):
+    """Each cell's source (and its outputs' text), with the cell type."""
+    for cell in json.loads(path.read_text())["cells"]:
+        text = "".join(cell["source"])
+        if outputs:
+            for out in cell.get("outputs", []):
+                text += "\n" + "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
+        yield cell["cell_type"], text
+
+
+def test_no_sentence_about_the_courses_own_history():
+    solutions = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
+    for path in NOTEBOOKS + solutions:
+        for kind, text in _cells_text(path, outputs=False):
+            found = HISTORY.search(text)
+            assert not found, f"{path.parent.name}/{path.name}: {kind} cell says {found.group(0)!r}: {text[:200]!r}"
+
+
+def test_no_cell_answers_a_quiz_question_before_the_learner():
+    """A computed answer (a number like 1.75 or 46,080 in the keyed option, not given in the question) is never printed,
+    or written in code, before
+    the quiz: the learner works it out."""
+    from specdec_course.course.quizzes import QUIZZES
+
+    for path in NOTEBOOKS:
+        before = []
+        for kind, text in _cells_text(path):
+            if "quiz_for(" in text or "## Quiz" in text:
+                break
+            if kind == "code":
+                before.append(text)
+        before = re.sub(r"\s+", " ", "\n".join(before))
+        for number, question in enumerate(QUIZZES[path.name[:2]], 1):
+            given = set(re.findall(r"\d+[.,]\d{2,}", question.text))
+            given |= {f"0.{p:0>2}" for p in re.findall(r"(\d+)%", question.text)}  # 12% is given as 0.12
+            for value in set(re.findall(r"\d+[.,]\d{2,}", question.options[question.answer])) - given:
+                assert not re.search(rf"(?<![\d.,]){re.escape(value)}(?![\d.,]*\d)", before), \
+                    f"{path.name}: a cell shows {value}, the answer to quiz question {number}"
+
+
+CASE_STUDIES = ["Efficiency Limits of a Two-Model Generation System",
+                "Root-Causing Low Speedup Despite Parallel Verification",
+                "Choosing τ and Model Roles for Low-Latency Speculative Decoding",
+                "Tuning Speculative Decoding Under a Fixed Verification Budget",
+                "Interpreting a Speculative Decoding Trace and Identifying the Bottleneck",
+                "Explaining a 'Fast but Wrong' Speculative Decoding Regression",
+                "Designing a Speculative Decoding Control Policy for a Latency-Sensitive Product",
+                "Diagnosing a Speculative Decoding Slowdown in Production"]
+
+
+@pytest.mark.parametrize("title", CASE_STUDIES)
+def test_every_case_study_of_the_syllabus_is_a_section_with_code(title):
+    """Each seed case study is a notebook heading (or an exercise task) followed, within its section, by code."""
+    solutions = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
+    for path in NOTEBOOKS + solutions:
+        cells = list(_cells_text(path, outputs=False))
+        for index, (kind, text) in enumerate(cells):
+            heading = next((line for line in text.splitlines() if line.startswith("#") and title.lower() in line.lower()),
+                           None)
+            if kind != "markdown" or heading is None:
+                continue
+            level = len(heading) - len(heading.lstrip("#"))
+            rest = text.split(heading, 1)[1]
+            for later_kind, later in [("markdown", rest)] + cells[index + 1:]:
+                if later_kind == "code" and later.strip():
+                    return
+                if any(line.startswith("#") and len(line) - len(line.lstrip("#")) <= level
+                       for line in later.splitlines()):
+                    break
+            pytest.fail(f"{path.name}: the section {heading!r} has no code cell")
+    pytest.fail(f"no notebook or exercise has a section titled {title!r}")
