@@ -214,6 +214,7 @@ def test_checks_06_07_catch_typical_mistakes_and_list_every_case(tmp_path):
     with pytest.raises(checks.CheckFailed, match="expected τ sequence"):
         checks.check_grow_shrink(NeverGrows)
     paths = checks.fault_traces(tmp_path)
+    assert not any(name in str(path) for name in paths for path in paths.values()), "a trace's file name tells its fault"
     with pytest.raises(checks.CheckFailed, match="5 of 6 cases wrong"):
         checks.check_diagnose(lambda path: "none", paths)
     from specdec_course.perf.trace import analyse_trace

@@ -682,10 +682,12 @@ def fault_traces(folder) -> dict:
     draft = noisy_copy(target, 0.1, seed=1)  # usually, not always, right
     prompt = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(0))
     paths = {}
+    runs = ("healthy",) + faults.FAULTS
+    order = torch.randperm(len(runs), generator=torch.Generator().manual_seed(7)).tolist()  # names that tell nothing
     # timed on a simulated clock where the tiny pair costs what the real pair costs: the same traces on every machine
     with clock.simulated_costs(target, draft):
-        for fault in ("healthy",) + faults.FAULTS:
-            path = paths[fault] = folder / f"{fault}.jsonl"
+        for fault, number in zip(runs, order):
+            path = paths[fault] = folder / f"run_{number + 1}.jsonl"
             if fault == "healthy":
                 speculative_generate(target, draft, prompt, 32, tau=3, trace=path)
             elif fault == "no_chat_template":
