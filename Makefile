@@ -12,7 +12,7 @@ PORT   ?= 8888
 ROOTOK := $(if $(filter 0,$(shell id -u)),--allow-root)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup lab lab-headless test chromium doctor demo exercises bench clean-venv
+.PHONY: setup lab lab-headless test chromium bubblewrap doctor demo exercises bench clean-venv
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
 setup: $(STAMP)
@@ -37,7 +37,7 @@ lab-headless: setup
 
 # two workers, each test file (each notebook) whole on one of them; tests/conftest.py gives each its share of the cores
 TEST_WORKERS ?= 2
-test: setup chromium
+test: setup chromium bubblewrap
 	SPECDEC_QUICK=1 $(PY) -m pytest -p no:cacheprovider tests notebooks solutions -n $(TEST_WORKERS) --dist loadfile \
 		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -q --durations=40
 
@@ -51,6 +51,18 @@ chromium:
 	      >build/apt-chromium.log 2>&1 || true; \
 	  fi; \
 	  $(HAVE_CHROMIUM) || echo "no Chromium: the browser test will be skipped"; \
+	fi
+
+# `python -m specdec_course grade` runs learners' notebooks in a bubblewrap sandbox (tests/test_sandbox.py too):
+# installed here when missing and possible (root with apt-get); without it, grading needs --trusted
+bubblewrap:
+	@if ! command -v bwrap >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing bubblewrap for sandboxed grading (apt-get, log in build/apt-bubblewrap.log) ..."; mkdir -p build; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; } \
+	      >build/apt-bubblewrap.log 2>&1 || true; \
+	  fi; \
+	  command -v bwrap >/dev/null || echo "no bubblewrap: grading needs --trusted and the sandbox tests will be skipped"; \
 	fi
 
 doctor: setup

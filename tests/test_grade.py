@@ -25,7 +25,7 @@ NONE = dict.fromkeys(ALL, 0)
 BEFORE_T2 = {T1: 1, T1H: 1, T2: 0}
 NO_SANDBOX = sandbox.unavailable_reason()
 needs_sandbox = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"grading runs notebooks in a bubblewrap sandbox and "
-                                   f"{NO_SANDBOX} (`make setup` installs bubblewrap where it can)")
+                                   f"{NO_SANDBOX} (`make bubblewrap`, run by `make test`, installs it where it can)")
 
 
 def _released(exercise=EXERCISE):

@@ -20,8 +20,25 @@ from test_grade import ALL, BEFORE_T2, EXERCISE, NO_SANDBOX, NONE, ROOT, T1, T1H
     _released, _solved, _write
 
 needs_sandbox = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"grading runs notebooks in a bubblewrap sandbox and "
-                                   f"{NO_SANDBOX} (`make setup` installs bubblewrap where it can)")
+                                   f"{NO_SANDBOX} (`make bubblewrap`, run by `make test`, installs it where it can)")
 MEMORY_MB = 2048  # the kernels' address space in these runs: enough for torch, little to fill
+
+
+TAMPER = """import specdec_course.course.checks as checks_module
+for name in dir(checks_module):
+    if name.startswith("check_"):
+        setattr(checks_module, name, lambda *args, **kwargs: print("ok"))
+try:
+    import specdec_course.course.hidden_checks as hidden
+    hidden.run = lambda *args, **kwargs: print("ok")
+except Exception as err:
+    print("hidden checks out of reach:", err)
+import torch
+torch.equal = torch.allclose = lambda *args, **kwargs: True
+
+def textbook_accept(p_tokens, q_tokens, r):
+    return 0.0
+"""  # every check "passes" in the kernel, Task 1 returns 0.0, Task 2 is not written
 
 
 def _with_cell(nb, source, after="c01"):
@@ -67,21 +84,7 @@ for path in ["{outside}/open", "{tmp_file}", "{repo_file}", "{other}", "{subs}/n
     except OSError as err:
         print(err)
 """))
-    _write(subs, "tamper", _with_cell(_released(), """import specdec_course.course.checks as checks_module
-for name in dir(checks_module):
-    if name.startswith("check_"):
-        setattr(checks_module, name, lambda *args, **kwargs: print("ok"))
-try:
-    import specdec_course.course.hidden_checks as hidden
-    hidden.run = lambda *args, **kwargs: print("ok")
-except Exception as err:
-    print("hidden checks out of reach:", err)
-import torch
-torch.equal = torch.allclose = lambda *args, **kwargs: True
-
-def textbook_accept(p_tokens, q_tokens, r):
-    return 0.0
-""", after="c03"))
+    _write(subs, "tamper", _with_cell(_released(), TAMPER, after="c03"))
     _write(subs, "daemon", _with_cell(_solved(), f"""import os, subprocess
 os.system("setsid nohup sleep {sleeps[0]} >/dev/null 2>&1 &")
 subprocess.Popen(["sleep", "{sleeps[1]}"], start_new_session=True)
@@ -204,6 +207,19 @@ def test_an_infinite_loop_times_out_and_keeps_the_points_before_it(hostile):
     assert _points(hostile, "loop") == BEFORE_T2, rows
     assert f"timed out after {hostile['limit']} s in cell c06" in rows["(notebook)"][2]
     assert rows[T2][2].startswith("not run: timed out")
+
+
+def test_trusted_notebooks_run_unsandboxed_say_so_and_are_still_judged_outside(tmp_path):
+    """Where there is no sandbox (macOS), --trusted: the kernel is a plain process, the verdicts are still the grader's."""
+    _write(tmp_path / "subs", "solved", _solved())
+    _write(tmp_path / "subs", "tamper", _with_cell(_released(), TAMPER, after="c03"))
+    lines = []
+    rows = grading.grade(tmp_path / "subs", timeout=600, out=tmp_path / "g.csv", log=lines.append, trusted=True)
+    graded = {"csv": [{k: str(v) for k, v in r.items()} for r in rows]}
+    assert _points(graded, "solved") == ALL and _points(graded, "tamper") == NONE
+    for learner in ("solved", "tamper"):
+        assert _message(graded, learner).startswith("TRUSTED, not sandboxed (--trusted): ran unsandboxed in ")
+    assert "TRUSTED" in lines[0] and "(TRUSTED: not sandboxed)" in "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- no notebooks below

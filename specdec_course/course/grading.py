@@ -392,7 +392,7 @@ def grade(folder, exercise: str | None = None, timeout: float = 300, out="grades
     if reason:
         raise SandboxUnavailable(
             f"{reason}, so learners' notebooks cannot be sandboxed: their code would run with all your rights. "
-            "Install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; `make setup` does it where it can), "
+            "Install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; `make bubblewrap` does it where it can), "
             "grade on a Linux machine or container that has it, or pass --trusted if you trust every notebook in "
             f"{folder} (they then run unsandboxed; the verdicts are still made outside them)")
     if trusted:

@@ -397,20 +397,24 @@ class Kernel:
         launch = [sys.executable, "-c", _LAUNCH, CONNECTION if self.sandboxed else str(connection), str(memory),
                   str(min(memory, self.disk_mb * 2**20))]
         env = kernel_env(inner / "home", inner, cache_dir())
+        # the kernel's own error output goes to a file: a pipe nobody reads would fill up and stop the kernel (the
+        # file-size limit caps it); read back only to say why a kernel did not start
+        self.stderr_path = self.folder / "kernel-stderr.txt"
+        with open(self.stderr_path, "wb") as errors:
+            if self.sandboxed:
+                read, write = os.pipe()
+                command = bwrap_command(self.shown, self.hidden, self.disk_mb) + [
+                    "--ro-bind", str(connection), CONNECTION, "--info-fd", str(write), "--"] + launch
+                self.proc = subprocess.Popen(command, env=env, pass_fds=(write,), start_new_session=True,
+                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors)
+                os.close(write)
+            else:
+                for sub in ("work", "tmp/home"):
+                    (self.folder / sub).mkdir(parents=True, exist_ok=True)
+                self.proc = subprocess.Popen(launch, env=env, cwd=self.folder / "work", start_new_session=True,
+                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors)
         if self.sandboxed:
-            read, write = os.pipe()
-            command = bwrap_command(self.shown, self.hidden, self.disk_mb) + [
-                "--ro-bind", str(connection), CONNECTION, "--info-fd", str(write), "--"] + launch
-            self.proc = subprocess.Popen(command, env=env, pass_fds=(write,), start_new_session=True,
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            os.close(write)
-            child = self._child_pid(read)
-            info["ip"] = f"/proc/{child}/root{inner}/kernel"  # the sandbox's /tmp, seen from outside
-        else:
-            for sub in ("work", "tmp/home"):
-                (self.folder / sub).mkdir(parents=True, exist_ok=True)
-            self.proc = subprocess.Popen(launch, env=env, cwd=self.folder / "work", start_new_session=True,
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            info["ip"] = f"/proc/{self._child_pid(read)}/root{inner}/kernel"  # the sandbox's /tmp, seen from outside
         self.client = BlockingKernelClient()
         self.client.load_connection_info(info)
         self.client.start_channels(hb=False)
@@ -451,8 +455,6 @@ class Kernel:
                 self.proc.kill()
         if self.proc is not None:
             self.proc.wait()
-            if self.proc.stderr:
-                self.proc.stderr.close()
 
     # ------------------------------------------------------------------ running code
     def _left(self, what: str) -> float:
@@ -463,7 +465,8 @@ class Kernel:
 
     def _check_alive(self, what: str) -> None:
         if self.proc.poll() is not None:
-            tail = self.proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:] if what == "start" else []
+            tail = self.stderr_path.read_bytes()[-2000:].decode(errors="replace").strip().splitlines()[-1:] \
+                if what == "start" else []
             raise KernelStopped("dead" if what != "start" else "error",
                                 "the kernel died (crashed)" if what != "start" else
                                 f"the kernel did not start ({tail[0][:200] if tail else f'exit {self.proc.returncode}'})")
