@@ -39,9 +39,13 @@ def test_figures_draw_one_box_per_token_in_the_right_colours():
     p = sc.verify(target, prompt, proposal.tokens)
     ax = plot_verification(None, 5, proposal.tokens, p)
     tops = boxes(ax)[1::2]                                         # input box, then output box, per position
-    for t, colour in enumerate(tops[:-1]):
-        assert (colour == "#c8f7c5") == (int(p[t].argmax()) == proposal.tokens[t])
-    assert tops[-1] == "#e2c5f7"
+    matches = [int(p[t].argmax()) == proposal.tokens[t] for t in range(4)] + [None]
+    miss = matches.index(False) if False in matches else None
+    for t, colour in enumerate(tops):                              # green, the first red, then moot rows grey
+        expected = ("#e6e6e6" if miss is not None and t > miss else
+                    "#e2c5f7" if t == 4 else "#c8f7c5" if matches[t] else "#f7c5c5")
+        assert colour == expected, (t, colour, matches)
+    assert miss is not None and miss < 3, "the test means something only with moot rows after a rejection"
     result = sc.speculative_generate(target, draft, prompt, 30, tau=4, seed=0)
     step = next(s for s in result.steps if s.n_accepted < s.tau)
     colours = boxes(plot_cycle(step, None, prompt[0].tolist()))

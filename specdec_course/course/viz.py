@@ -260,14 +260,18 @@ def plot_drafting(tokenizer, prefix_ids, draft_ids, ax=None, context_shown: int 
 def plot_verification(tokenizer, last_prefix_id: int, draft_ids, p, ax=None):
     """One target pass: inputs (the last prefix token and the τ drafts) below, the τ + 1 distributions it returns
     above. Box t shows the target's argmax in row t of p and the probability p gives the draft token there:
-    green where the draft token is the argmax, red where it is not; the last row is the bonus position."""
+    green where the draft token is the argmax, red at the first draft that is not (greedy verification stops there);
+    rows after it are moot (grey): they are conditioned on a rejected draft. The last row is the bonus position."""
     tau = len(draft_ids)
     ax = _canvas(ax, tau + 2, 3.8)
     inputs = [int(last_prefix_id)] + [int(t) for t in draft_ids]
+    first_miss = next((i for i in range(tau) if int(p[i].argmax()) != int(draft_ids[i])), None)
     for i, token in enumerate(inputs):
         _box(ax, i, 0.5, _label(tokenizer, token), "#e6e6e6" if i == 0 else "#fbd9a5")
         best = int(p[i].argmax())
-        if i < tau:
+        if first_miss is not None and i > first_miss:
+            colour, under = "#e6e6e6", "moot: after\na rejection"
+        elif i < tau:
             good = best == int(draft_ids[i])
             colour, under = ("#c8f7c5" if good else "#f7c5c5"), f"p(ŷ_{i + 1}) = {float(p[i, draft_ids[i]]):.2f}"
         else:
