@@ -306,3 +306,26 @@ def test_check_by_hand_names_each_wrong_part():
     assert "token(s) [3]" in str(err.value)
     with pytest.raises(checks.CheckFailed, match="1 of 3 cases wrong"):
         checks.check_by_hand(lambda: (["A", "A", "R", "A"], 2, 2))
+
+
+def test_check_cached_pass_gap_takes_the_reference_and_names_two_mistakes():
+    from specdec_course.course import hidden_checks
+
+    checks.check_cached_pass_gap(checks.cached_pass_gap)
+    hidden_checks.cached_pass_gap(checks.cached_pass_gap)
+
+    def same_pass_twice(target, input_ids, draft_ids):  # both ways one pass over the whole sequence: no rounding at all
+        difference, margin = checks.cached_pass_gap(target, input_ids, draft_ids)
+        return 0.0, margin
+
+    with pytest.raises(checks.CheckFailed, match="agree exactly"):
+        checks.check_cached_pass_gap(same_pass_twice)
+
+    def largest_logit_not_gap(target, input_ids, draft_ids):
+        difference, margin = checks.cached_pass_gap(target, input_ids, draft_ids)
+        return difference, margin + 1.0
+
+    with pytest.raises(checks.CheckFailed, match="smallest top-2 margin"):
+        checks.check_cached_pass_gap(largest_logit_not_gap)
+    with pytest.raises(checks.CheckFailed, match="a pair of numbers"):
+        checks.check_cached_pass_gap(lambda target, input_ids, draft_ids: 0.5)

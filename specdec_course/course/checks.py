@@ -267,6 +267,57 @@ def check_verify(fn) -> None:
     _all_cases("verify", failures, total, "verify returns the τ + 1 target distributions from one forward pass")
 
 
+def cached_pass_gap(target, input_ids, draft_ids) -> tuple[float, float]:
+    """(largest |logit difference| between ONE cached pass over the prefix's last token and the drafts and the same k
+    tokens fed one at a time on the cache, smallest top-2 logit margin over the one pass's k rows)."""
+    from ..cache import new_cache, rollback
+
+    fed = torch.cat([input_ids[:, -1:], torch.tensor([list(draft_ids)], dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        cache = new_cache(target)
+        target(input_ids[:, :-1], past_key_values=cache, use_cache=True)
+        one_pass = target(fed, past_key_values=cache, use_cache=True).logits[0]
+        rollback(cache, input_ids.shape[1] - 1)
+        one_by_one = torch.stack([target(fed[:, t:t + 1], past_key_values=cache, use_cache=True).logits[0, -1]
+                                  for t in range(fed.shape[1])])
+    top2 = one_pass.topk(2, dim=-1).values
+    return float((one_pass - one_by_one).abs().max()), float((top2[:, 0] - top2[:, 1]).min())
+
+
+def judge_cached_pass_gap(got, expected: tuple[float, float], label: str) -> str | None:
+    """What is wrong with ``got`` for a case whose reference is ``expected`` (None: right)."""
+    try:
+        difference, margin = (float(x) for x in got)
+    except (TypeError, ValueError):
+        return f"{label}: expected a pair of numbers (largest difference, smallest margin), got {got!r}"
+    if abs(margin - expected[1]) > 1e-4:
+        return (f"{label}: smallest top-2 margin {margin:.5f}, expected {expected[1]:.5f} (the gap between the largest and "
+                "the second-largest logit, smallest over the k rows of the one pass)")
+    if not 0 <= difference <= 1e-3:
+        return (f"{label}: largest difference {difference:.2e}: the two ways should agree up to rounding; are the "
+                "one-token passes fed the same tokens at the same positions, on the cache of the prefix?")
+    if difference == 0 and expected[0] > 0:
+        return (f"{label}: the two ways agree exactly, but a pass over k tokens and k one-token passes round differently "
+                f"here ({expected[0]:.1e}): did you compute the same pass twice instead of feeding one token at a time?")
+    return None
+
+
+def check_cached_pass_gap(fn) -> None:
+    """fn(target, input_ids, draft_ids) -> (largest logit difference, smallest top-2 margin), two floats."""
+    failures, total = [], 0
+    for seed, target, draft, prompt in _pair_cases():
+        total += 1
+        drafts = autoregressive_generate(draft, prompt, 4).tokens
+        got = _attempt(failures, f"model #{seed}", fn, target, prompt, drafts)
+        if got is _FAILED:
+            continue
+        problem = judge_cached_pass_gap(got, cached_pass_gap(target, prompt, drafts), f"model #{seed}")
+        if problem:
+            failures.append(problem)
+    _all_cases("cached_pass_gap", failures, total, "one cached pass over k tokens equals k one-token passes up to "
+               "rounding, and you found how far from a tie the argmax is")
+
+
 def check_textbook_accept(fn) -> None:
     """fn(p_tokens, q_tokens, r) -> n, the number of consecutively accepted drafts."""
     from ..accept import consecutive_accepted

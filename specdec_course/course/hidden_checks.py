@@ -84,6 +84,20 @@ def verify(fn) -> None:
                 _fail(f"hidden model #{seed}, tau={tau}: the distributions differ from the reference")
 
 
+def cached_pass_gap(fn) -> None:
+    from ..generation import autoregressive_generate
+
+    checks = _checks()
+    for seed, model, prompt in _case_models(range(61, 65)):  # prompts of 3 to 9 tokens
+        for tau in (1, 6):
+            drafts = autoregressive_generate(model, prompt, tau).tokens
+            problem = checks.judge_cached_pass_gap(checks._call(fn, model, prompt, drafts),
+                                                   checks.cached_pass_gap(model, prompt, drafts),
+                                                   f"hidden model #{seed}, tau={tau}")
+            if problem:
+                _fail(problem)
+
+
 # --------------------------------------------------------------------------- 03
 def textbook_accept(fn) -> None:
     rng = random.Random(303)
@@ -381,7 +395,7 @@ HIDDEN = {
     "00_autoregressive_generation": {"c04": ("greedy_next_token", greedy_next_token, 1),
                                      "c07": ("greedy_generate", greedy_generate, 1)},
     "01_greedy_draft_generation": {"c04": ("draft_tokens", draft_tokens, 1)},
-    "02_parallel_verification": {"c04": ("verify", verify, 1)},
+    "02_parallel_verification": {"c04": ("verify", verify, 1), "c09": ("cached_pass_gap", cached_pass_gap, 1)},
     "03_acceptance_rule": {"c04": ("textbook_accept", textbook_accept, 1)},
     "04_correction_and_the_full_loop": {"c04": ("greedy_correction", greedy_correction, 1),
                                         "c07": ("sequence_after_step", sequence_after_step, 1),
