@@ -348,6 +348,9 @@ def bwrap_command(shown: list[str], hidden: list[str], disk_mb: int) -> list[str
                if not Path(p).is_symlink()]
     for path in emptied:
         args += ["--tmpfs", path]
+    # the fresh /tmp comes before Python, the course and the cache are shown again: any of them may live under /tmp
+    args += ["--size", str(disk_mb * 2**20), "--tmpfs", INNER_TMP, "--dir", f"{INNER_TMP}/work",
+             "--dir", f"{INNER_TMP}/home"]
     for path in _existing([os.path.realpath(sys.base_prefix), sys.prefix, root, cache_dir()]):
         args += ["--ro-bind", path, path]
     secret = [root / "solutions", root / ".git", hidden_checks.__file__, *hidden]
@@ -361,8 +364,7 @@ def bwrap_command(shown: list[str], hidden: list[str], disk_mb: int) -> list[str
             args += ["--ro-bind", "/dev/null", path]
     for path in emptied:  # the empty folders are read-only too: /tmp is the one writable place
         args += ["--remount-ro", path]
-    args += ["--size", str(disk_mb * 2**20), "--tmpfs", INNER_TMP, "--dir", f"{INNER_TMP}/work",
-             "--dir", f"{INNER_TMP}/home", "--chdir", f"{INNER_TMP}/work"]
+    args += ["--chdir", f"{INNER_TMP}/work"]
     for path in _existing(shown):
         args += ["--ro-bind", path, path]
     return args
