@@ -334,6 +334,10 @@ def kernel_env(home: Path, tmp: Path, cache: Path) -> dict:
     return env
 
 
+def _inside(path, folder) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+
+
 def bwrap_command(shown: list[str], hidden: list[str], disk_mb: int) -> list[str]:
     """bwrap's arguments: the system read-only, the private places and ``hidden`` hidden, Python and the course shown
     again read-only, a fresh /tmp, and ``shown`` (the grader's own files for the checks) read-only at its own path."""
@@ -351,12 +355,16 @@ def bwrap_command(shown: list[str], hidden: list[str], disk_mb: int) -> list[str
     # the fresh /tmp comes before Python, the course and the cache are shown again: any of them may live under /tmp
     args += ["--size", str(disk_mb * 2**20), "--tmpfs", INNER_TMP, "--dir", f"{INNER_TMP}/work",
              "--dir", f"{INNER_TMP}/home"]
-    for path in _existing([os.path.realpath(sys.base_prefix), sys.prefix, root, cache_dir()]):
+    again = _existing([os.path.realpath(sys.base_prefix), sys.prefix, root, cache_dir()])
+    for path in again:
         args += ["--ro-bind", path, path]
     secret = [root / "solutions", root / ".git", hidden_checks.__file__, *hidden]
     cached = Path(hidden_checks.__file__).parent / "__pycache__"
     secret += list(cached.glob("hidden_checks.*.pyc")) if cached.is_dir() else []
-    for path in _existing(secret):
+    # what lies under the host's /tmp is gone already, unless it was shown again: hide only what is still there
+    secret = [p for p in _existing(secret)
+              if not _inside(p, INNER_TMP) or any(_inside(p, shown_again) for shown_again in again)]
+    for path in secret:
         if Path(path).is_dir():
             args += ["--tmpfs", path]
             emptied.append(path)
