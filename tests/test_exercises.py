@@ -329,3 +329,97 @@ def test_check_cached_pass_gap_takes_the_reference_and_names_two_mistakes():
         checks.check_cached_pass_gap(largest_logit_not_gap)
     with pytest.raises(checks.CheckFailed, match="a pair of numbers"):
         checks.check_cached_pass_gap(lambda target, input_ids, draft_ids: 0.5)
+
+
+def test_check_sample_corrections_takes_the_residual_and_refuses_p_or_q():
+    from specdec_course.correction import residual
+    from specdec_course.course import hidden_checks
+
+    def right(p, q, n, generator):
+        return torch.multinomial(residual(p, q), n, replacement=True, generator=generator).tolist()
+
+    checks.check_sample_corrections(right)
+    hidden_checks.sample_corrections(right)
+    for wrong, message in ((lambda p, q, n, g: torch.multinomial(p, n, replacement=True, generator=g).tolist(), "no probability"),
+                           (lambda p, q, n, g: torch.multinomial(q, n, replacement=True, generator=g).tolist(), "no probability"),
+                           (lambda p, q, n, g: [int(residual(p, q).argmax())] * n, "do not follow")):
+        with pytest.raises(checks.CheckFailed, match=message):
+            checks.check_sample_corrections(wrong)
+
+
+def test_check_first_divergence_finds_the_draft_correction_bug_in_one_pass():
+    from specdec_course.course import hidden_checks
+
+    cases = checks.first_divergence_cases()
+    assert any(expected is None for *_, expected in cases) and sum(expected is not None for *_, expected in cases) >= 4
+
+    @torch.no_grad()
+    def right(target, input_ids, tokens):
+        sequence = torch.cat([input_ids, torch.tensor([list(tokens)])], dim=1)
+        choices = target(sequence).logits[0, input_ids.shape[1] - 1:-1].argmax(-1).tolist()
+        return next((i for i, (a, b) in enumerate(zip(tokens, choices)) if a != b), None)
+
+    checks.check_first_divergence(right)
+    hidden_checks.first_divergence(right)
+
+    @torch.no_grad()
+    def one_row_late(target, input_ids, tokens):  # row j read as the choice for position j itself
+        sequence = torch.cat([input_ids, torch.tensor([list(tokens)])], dim=1)
+        choices = target(sequence).logits[0, input_ids.shape[1]:].argmax(-1).tolist()
+        return next((i for i, (a, b) in enumerate(zip(tokens, choices)) if a != b), None)
+
+    with pytest.raises(checks.CheckFailed, match="expected"):
+        checks.check_first_divergence(one_row_late)
+
+    def token_by_token(target, input_ids, tokens):
+        for i, token in enumerate(tokens):
+            if autoregressive_generate(target, torch.cat([input_ids, torch.tensor([tokens[:i]], dtype=torch.long)], 1), 1).tokens[0] != token:
+                return i
+        return None
+
+    with pytest.raises(checks.CheckFailed, match="forward passes"):
+        checks.check_first_divergence(token_by_token)
+
+
+def test_check_kept_per_position_measures_the_left_out_token_bug():
+    from specdec_course.course import hidden_checks
+
+    checks.check_kept_per_position(checks.kept_per_position)
+    hidden_checks.kept_per_position(checks.kept_per_position)
+    cases = list(checks.kept_cases())
+    correct = [checks.kept_per_position(*case[1:]) for case in cases if not case[-1]]
+    buggy = [checks.kept_per_position(*case[1:]) for case in cases if case[-1]]
+    assert [c[0] for c in correct] == [b[0] for b in buggy] and sum(sum(c[1:]) for c in correct) > sum(sum(b[1:]) for b in buggy)
+
+    from specdec_course.draft import draft_tokens as sc_draft_tokens
+
+    def counts_every_match(target, draft, input_ids, n_tokens, tau, prefix_only):  # forgets that a run stops at a miss
+        answer = autoregressive_generate(target, input_ids, n_tokens).tokens
+        kept = [0] * tau
+        for start in range(n_tokens - tau + 1):
+            context = torch.cat([input_ids, torch.tensor([answer[:start]], dtype=torch.long)], dim=1)
+            with torch.no_grad():
+                guess = ([int(draft(context).logits[0, -1].argmax())] * tau if prefix_only
+                         else sc_draft_tokens(draft, context, tau).tokens)
+            for t in range(tau):
+                kept[t] += guess[t] == answer[start + t]
+        return kept
+
+    with pytest.raises(checks.CheckFailed, match="later position"):
+        checks.check_kept_per_position(counts_every_match)
+
+
+def test_check_choose_draft_weighs_alpha_against_cost():
+    from specdec_course.course import hidden_checks
+
+    checks.check_choose_draft(checks.choose_draft)
+    hidden_checks.choose_draft(checks.choose_draft)
+
+    def most_accurate(candidates, verify_ratio):
+        name = max(candidates, key=lambda k: candidates[k][0])
+        return checks.choose_draft({name: candidates[name]}, verify_ratio)
+
+    with pytest.raises(checks.CheckFailed, match="most accurate draft is not always the best"):
+        checks.check_choose_draft(most_accurate)
+    with pytest.raises(checks.CheckFailed, match="expected"):
+        checks.check_choose_draft(lambda candidates, verify_ratio: checks.choose_draft(candidates, verify_ratio, taus=[1]))

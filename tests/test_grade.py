@@ -130,7 +130,7 @@ def test_solution_full_marks_untouched_zero_half_solved_half(graded):
 def test_a_solution_that_takes_models_and_tensors_scores_full_marks(graded):
     rows = _by_task(graded, "models")
     assert {t: p for t, p in _points(graded, "models").items()} == {t: 1.0 for t, (p, m, _) in rows.items() if m == "1"}
-    assert len(_points(graded, "models")) == 5, rows  # 3 checks (a model, tensors, numbers) and 2 hidden checks
+    assert len(_points(graded, "models")) == 7, rows  # 4 checks (a model, tensors, numbers, dicts) and 3 hidden checks
     assert rows["Task 4 · In your own words"][:2] == ("", "0")
     assert rows["Task 4 · In your own words"][2].startswith("manual: answered (")
 
@@ -180,10 +180,12 @@ def test_the_kernel_gets_folders_of_its_own_whatever_the_graders_environment(tmp
 
 def test_tasks_come_from_the_released_check_cells():
     tasks = grading.load_tasks(MODELS)
-    t1, t2, t3, t4 = ("Task 1 · Greedy agreement, teacher-forced", "Task 2 · Expected tokens per step",
-                      "Task 3 · The distillation loss", "Task 4 · In your own words")
+    t1, t2, t3, t4, t5 = ("Task 1 · Greedy agreement, teacher-forced", "Task 2 · Expected tokens per step",
+                          "Task 3 · The distillation loss", "Task 4 · In your own words",
+                          "Task 5 · Pick a draft for a target (beyond the chapter)")
     assert [(t.name, t.kind, t.points) for t in tasks] == [(t1, "check", 1), (t2, "check", 1), (t2 + " (hidden check)", "hidden", 1),
-                                                           (t3, "check", 1), (t3 + " (hidden check)", "hidden", 1), (t4, "manual", 0)]
+                                                           (t3, "check", 1), (t3 + " (hidden check)", "hidden", 1), (t4, "manual", 0),
+                                                           (t5, "check", 1), (t5 + " (hidden check)", "hidden", 1)]
     assert tasks[0].grade_id == "check_c04" and "check_draft_agreement" in tasks[0].source
     assert grading.check_names(tasks[0].source) == (["draft_agreement"], [])
     for name in grading.exercise_names():

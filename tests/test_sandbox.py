@@ -261,11 +261,15 @@ def test_a_learners_error_comes_back_as_an_error_of_the_same_name_never_as_a_ver
 
 
 def test_the_sandbox_shows_python_and_the_course_and_hides_the_rest(tmp_path):
-    command = sandbox.bwrap_command([str(tmp_path / "shared")], [str(tmp_path)], 64)
+    command = sandbox.bwrap_command([str(tmp_path / "shared")], [str(tmp_path), str(ROOT / "tests")], 64)
     text = " ".join(command)
     for flag in ("--unshare-all", "--die-with-parent", "--new-session", "--cap-drop ALL", "--ro-bind / /"):
         assert flag in text
     assert f"--ro-bind /dev/null {sandbox.__file__.replace('sandbox.py', 'hidden_checks.py')}" in text
-    assert f"--tmpfs {ROOT / 'solutions'}" in text and f"--tmpfs {tmp_path}" in text
+    assert f"--tmpfs {ROOT / 'solutions'}" in text and f"--tmpfs {ROOT / 'tests'}" in text
     assert f"--size {64 * 2**20} --tmpfs /tmp" in text
-    assert command.index(str(ROOT)) < command.index(str(tmp_path))  # hidden after the course is shown again
+    # the fresh /tmp first (a course checked out under /tmp is shown again on top of it), then the course, then what
+    # is hidden inside it; a hidden folder under the host's /tmp is simply absent
+    assert text.index("--tmpfs /tmp ") < text.index(f"--ro-bind {ROOT} {ROOT}") < text.index(f"--tmpfs {ROOT / 'tests'}")
+    if str(tmp_path).startswith("/tmp/"):
+        assert f"--tmpfs {tmp_path}" not in text

@@ -6,6 +6,7 @@ reported as "not attempted yet".
 """
 from __future__ import annotations
 
+import math
 import random
 
 import torch
@@ -239,6 +240,108 @@ def check_draft_tokens(fn) -> None:
     _all_cases("draft_tokens", failures, total, "draft_tokens proposes the same greedy tokens as the reference (τ = 1, 3, 6 on 4 models)")
 
 
+def kept_per_position(target, draft, input_ids, n_tokens: int, tau: int, prefix_only: bool) -> list[int]:
+    """Reference: along the target's greedy continuation of ``input_ids`` (n_tokens), draft τ tokens from every start
+    s = 0 … n_tokens − τ (correctly, or each from the context alone with ``prefix_only``); entry t counts the starts
+    whose first t + 1 drafts all equal the continuation."""
+    from ..draft import draft_tokens
+
+    answer = autoregressive_generate(target, input_ids, n_tokens).tokens
+    kept = [0] * tau
+    for start in range(n_tokens - tau + 1):
+        context = torch.cat([input_ids, torch.tensor([answer[:start]], dtype=torch.long)], dim=1)
+        if prefix_only:
+            with torch.no_grad():
+                guess = [int(draft(context).logits[0, -1].argmax())] * tau
+        else:
+            guess = draft_tokens(draft, context, tau).tokens
+        for t in range(tau):
+            if guess[:t + 1] != answer[start:start + t + 1]:
+                break
+            kept[t] += 1
+    return kept
+
+
+def kept_cases(seeds=range(2), tau: int = 4):
+    from ..models import noisy_copy
+
+    for seed in seeds:
+        target = tiny_llama(seed, peaked=2.0)
+        draft = noisy_copy(target, 0.3, seed + 9)
+        prompt = torch.randint(2, 64, (1, 3 + seed % 4), generator=torch.Generator().manual_seed(120 + seed))
+        for prefix_only in (False, True):
+            yield seed, target, draft, prompt, 14, tau, prefix_only
+
+
+def check_kept_per_position(fn) -> None:
+    """fn(target, draft, input_ids, n_tokens, tau, prefix_only) -> list of τ counts (see ``kept_per_position``)."""
+    failures, total = [], 0
+    for seed, target, draft, prompt, n, tau, prefix_only in kept_cases():
+        total += 1
+        label = f"model #{seed}, {'prefix-only' if prefix_only else 'correct'} drafting"
+        got = _attempt(failures, label, fn, target, draft, prompt, n, tau, prefix_only)
+        if got is _FAILED:
+            continue
+        expected = kept_per_position(target, draft, prompt, n, tau, prefix_only)
+        counts = list(got) if isinstance(got, (list, tuple)) else None
+        if counts != expected:
+            hint = ""
+            if counts is not None and len(counts) == tau:
+                hint = (" (position 1 needs only the first draft to match, and is the same for both ways of drafting)"
+                         if counts[0] != expected[0] else
+                         " (a later position counts only starts whose earlier drafts all matched too)")
+            failures.append(f"{label}: expected {expected}, got {got!r}{hint}")
+    _all_cases("kept_per_position", failures, total, "you measured the left-out-token bug: the same first drafts, "
+               "and (almost) nothing kept beyond them")
+
+
+def choose_draft(candidates: dict, verify_ratio: dict, taus=range(1, 9)) -> tuple:
+    """Reference: (name, τ, predicted speedup) of the candidate draft and τ with the largest E(α, τ) / (τ·c + v(τ)),
+    candidates {name: (α, c)}, v(τ) = verify_ratio[τ] = T(τ+1)/T(1)."""
+    from ..perf.cost_model import expected_tokens_per_step
+
+    best = max(((name, tau, expected_tokens_per_step(alpha, tau) / (tau * c + verify_ratio[tau]))
+                for name, (alpha, c) in candidates.items() for tau in taus), key=lambda row: row[2])
+    return best
+
+
+def choose_draft_cases(seed: int = 0):
+    rng = random.Random(800 + seed)
+    flat = {t: 1.0 + 0.02 * t for t in range(1, 9)}
+    steep = {t: 1.0 + 0.15 * t for t in range(1, 9)}
+    cases = [({"tiny": (0.2, 0.01), "small": (0.55, 0.08), "large": (0.8, 0.45)}, flat),
+             ({"tiny": (0.2, 0.01), "small": (0.55, 0.08), "large": (0.8, 0.45)}, steep),
+             ({"copy": (0.99, 0.5), "head": (0.15, 0.05)}, flat)]
+    for _ in range(3):
+        candidates = {f"d{i}": (round(rng.uniform(0.05, 0.95), 2), round(rng.uniform(0.01, 0.6), 2)) for i in range(4)}
+        cases.append((candidates, steep if rng.random() < 0.5 else flat))
+    return cases
+
+
+def check_choose_draft(fn) -> None:
+    """fn(candidates {name: (alpha, c)}, verify_ratio {tau: T(tau+1)/T(1)}) -> (name, tau, predicted speedup)."""
+    failures, total = [], 0
+    for index, (candidates, ratio) in enumerate(choose_draft_cases()):
+        total += 1
+        got = _attempt(failures, f"case #{index}", fn, dict(candidates), dict(ratio))
+        if got is _FAILED:
+            continue
+        name, tau, speedup = choose_draft(candidates, ratio)
+        try:
+            g_name, g_tau, g_speedup = got
+            ok = g_name == name and int(g_tau) == tau and abs(float(g_speedup) - speedup) < 1e-6
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            hint = ""
+            if isinstance(got, (tuple, list)) and len(got) == 3 and got[0] != name:
+                alpha_pick = max(candidates, key=lambda k: candidates[k][0])
+                hint = (" (the most accurate draft is not always the best: its cost c counts τ times per step)"
+                        if got[0] == alpha_pick else " (compare every draft at every τ)")
+            failures.append(f"case #{index} {candidates}: expected ({name!r}, {tau}, {speedup:.3f}), got {got!r}{hint}")
+    _all_cases("choose_draft", failures, total, "you pick the draft and τ the cost model says are fastest")
+
+
 def check_verify(fn) -> None:
     """fn(target, input_ids, draft_ids) -> (τ+1, vocab) target probabilities, from ONE forward pass."""
     from ..verify import verify
@@ -316,6 +419,119 @@ def check_cached_pass_gap(fn) -> None:
             failures.append(problem)
     _all_cases("cached_pass_gap", failures, total, "one cached pass over k tokens equals k one-token passes up to "
                "rounding, and you found how far from a tie the argmax is")
+
+
+def _chi_square_critical(df: int, z: float = 3.09) -> float:
+    """Wilson-Hilferty approximation of the chi-square quantile (z = 3.09: significance 0.001)."""
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+def judge_samples(got, probs: torch.Tensor, label: str) -> str | None:
+    """What is wrong with ``got`` (a list of drawn token ids) as draws from ``probs`` (None: nothing): tokens without
+    probability, or counts a chi-square test at significance 0.001 refuses."""
+    try:
+        draws = [int(t) for t in got]
+    except (TypeError, ValueError):
+        return f"{label}: expected a list of token ids, got {type(got).__name__}"
+    n = len(draws)
+    if n == 0:
+        return f"{label}: no draws returned"
+    if any(not 0 <= t < len(probs) for t in draws):
+        return f"{label}: a token id outside the vocabulary of {len(probs)}"
+    counts = torch.bincount(torch.tensor(draws), minlength=len(probs)).float()
+    impossible = [t for t in range(len(probs)) if probs[t] == 0 and counts[t] > 0]
+    if impossible:
+        return (f"{label}: drew token {impossible[0]}, which the residual gives no probability (there p ≤ q: the draft "
+                "already offered it enough); sample from norm(max(0, p − q)), not from p or q")
+    support = probs > 0
+    expected = n * probs[support]
+    stat = float(((counts[support] - expected) ** 2 / expected).sum())
+    df = int(support.sum()) - 1
+    if df > 0 and stat > _chi_square_critical(df):
+        return (f"{label}: {n} draws do not follow norm(max(0, p − q)) (chi-square {stat:.0f} > {_chi_square_critical(df):.0f}); "
+                "sampled from p, q, or forgot to normalise?")
+    return None
+
+
+def residual_cases(seed: int = 0, count: int = 4):
+    """(p, q) pairs over small vocabularies for the residual correction, the last one with p == q."""
+    gen = torch.Generator().manual_seed(400 + seed)
+    cases = []
+    for i in range(count - 1):
+        vocab = 5 + 2 * i
+        p = torch.softmax(torch.randn(vocab, generator=gen) * 1.5, -1)
+        q = torch.softmax(torch.randn(vocab, generator=gen) * 1.5, -1)
+        cases.append((p, q))
+    p = torch.softmax(torch.randn(6, generator=gen), -1)
+    cases.append((p, p.clone()))
+    return cases
+
+
+def check_sample_corrections(fn) -> None:
+    """fn(p_row, q_row, n, generator) -> n token ids drawn from norm(max(0, p − q)) (from p where p == q)."""
+    from ..correction import residual
+
+    failures, total = [], 0
+    for index, (p, q) in enumerate(residual_cases()):
+        total += 1
+        got = _attempt(failures, f"case #{index}", fn, p.clone(), q.clone(), 3000, torch.Generator().manual_seed(index))
+        if got is _FAILED:
+            continue
+        problem = judge_samples(got, residual(p, q), f"case #{index} ({'p == q' if torch.equal(p, q) else 'p ≠ q'})")
+        if problem:
+            failures.append(problem)
+    _all_cases("sample_corrections", failures, total, "your corrections follow norm(max(0, p − q)), the part of p the "
+               "draft did not cover (and p itself where p == q)")
+
+
+def first_divergence_cases(seeds=range(3)):
+    """(target, prompt, tokens, expected index or None) on tiny models: greedy output, one token changed, and the output
+    of a loop that takes its correction from the draft's q."""
+    from .. import speculative
+    from ..models import noisy_copy
+
+    cases = []
+    for seed in seeds:
+        target = tiny_llama(seed, peaked=2.0)
+        draft = noisy_copy(target, 0.6, seed + 5)
+        prompt = torch.randint(2, 64, (1, 4 + seed % 5), generator=torch.Generator().manual_seed(410 + seed))
+        greedy = autoregressive_generate(target, prompt, 16).tokens
+        cases.append((target, prompt, greedy, None))
+        changed = list(greedy)
+        changed[3 + seed % 5] = (changed[3 + seed % 5] + 1) % 64
+        cases.append((target, prompt, changed, 3 + seed % 5))
+        original = speculative.correction_token
+        speculative.correction_token = lambda p, q, n, **kw: int(q[n].argmax()) if n < q.shape[0] else int(p[n].argmax())
+        try:
+            wrong = speculative.speculative_generate(target, draft, prompt, 16, tau=3).tokens
+        finally:
+            speculative.correction_token = original
+        index = next((i for i, (a, b) in enumerate(zip(wrong, greedy)) if a != b), None)
+        cases.append((target, prompt, wrong, index))
+    return cases
+
+
+def check_first_divergence(fn) -> None:
+    """fn(target, input_ids, tokens) -> index of the first token that is not the target's greedy choice, or None;
+    from ONE forward pass."""
+    failures, total = [], 0
+    for index, (target, prompt, tokens, expected) in enumerate(first_divergence_cases()):
+        total += 1
+        log = _ForwardLog(target)
+        try:
+            got = _attempt(failures, f"case #{index}", fn, target, prompt, list(tokens))
+        finally:
+            log.close()
+        if got is _FAILED:
+            continue
+        if got != expected:
+            failures.append(f"case #{index} ({len(tokens)} tokens): expected {expected}, got {got!r}" +
+                            (" (an index into the new tokens, 0 for the first)" if isinstance(got, int) else ""))
+        elif len(log.lengths) != 1:
+            failures.append(f"case #{index}: {len(log.lengths)} forward passes; one pass over prompt + tokens gives the "
+                            "target's choice at every position")
+    _all_cases("first_divergence", failures, total, "you find where a run left the target's greedy path from its output, "
+               "in one pass")
 
 
 def check_textbook_accept(fn) -> None:

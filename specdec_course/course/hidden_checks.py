@@ -98,6 +98,49 @@ def cached_pass_gap(fn) -> None:
                 _fail(problem)
 
 
+def sample_corrections(fn) -> None:
+    import torch
+
+    from ..correction import residual
+
+    checks = _checks()
+    for index, (p, q) in enumerate(checks.residual_cases(seed=7, count=5)):
+        got = checks._call(fn, p.clone(), q.clone(), 3000, torch.Generator().manual_seed(70 + index))
+        problem = checks.judge_samples(got, residual(p, q), f"hidden case #{index}")
+        if problem:
+            _fail(problem)
+
+
+def first_divergence(fn) -> None:
+    checks = _checks()
+    for index, (target, prompt, tokens, expected) in enumerate(checks.first_divergence_cases(range(20, 23))):
+        got = checks._call(fn, target, prompt, list(tokens))
+        if got != expected:
+            _fail(f"hidden case #{index}: expected {expected}, got {got!r}")
+
+
+def kept_per_position(fn) -> None:
+    checks = _checks()
+    for seed, target, draft, prompt, n, tau, prefix_only in checks.kept_cases(range(5, 7), tau=3):
+        got = checks._call(fn, target, draft, prompt, n, tau, prefix_only)
+        expected = checks.kept_per_position(target, draft, prompt, n, tau, prefix_only)
+        if not isinstance(got, (list, tuple)) or list(got) != expected:
+            _fail(f"hidden model #{seed}, tau={tau}, prefix_only={prefix_only}: expected {expected}, got {got!r}")
+
+
+def choose_draft(fn) -> None:
+    checks = _checks()
+    for index, (candidates, ratio) in enumerate(checks.choose_draft_cases(seed=9)):
+        got = checks._call(fn, dict(candidates), dict(ratio))
+        name, tau, speedup = checks.choose_draft(candidates, ratio)
+        try:
+            ok = got[0] == name and int(got[1]) == tau and abs(float(got[2]) - speedup) < 1e-6
+        except (TypeError, ValueError, IndexError):
+            ok = False
+        if not ok:
+            _fail(f"hidden case #{index}: expected ({name!r}, {tau}, {speedup:.3f}), got {got!r}")
+
+
 # --------------------------------------------------------------------------- 03
 def textbook_accept(fn) -> None:
     rng = random.Random(303)
@@ -394,19 +437,23 @@ def best_static_shape(fn) -> None:
 HIDDEN = {
     "00_autoregressive_generation": {"c04": ("greedy_next_token", greedy_next_token, 1),
                                      "c07": ("greedy_generate", greedy_generate, 1)},
-    "01_greedy_draft_generation": {"c04": ("draft_tokens", draft_tokens, 1)},
+    "01_greedy_draft_generation": {"c04": ("draft_tokens", draft_tokens, 1),
+                                   "c09": ("kept_per_position", kept_per_position, 1)},
     "02_parallel_verification": {"c04": ("verify", verify, 1), "c09": ("cached_pass_gap", cached_pass_gap, 1)},
     "03_acceptance_rule": {"c04": ("textbook_accept", textbook_accept, 1)},
     "04_correction_and_the_full_loop": {"c04": ("greedy_correction", greedy_correction, 1),
                                         "c07": ("sequence_after_step", sequence_after_step, 1),
-                                        "31a94244": ("speculative_greedy", speculative_greedy, 1)},
+                                        "31a94244": ("speculative_greedy", speculative_greedy, 1),
+                                        "c12": ("sample_corrections", sample_corrections, 1),
+                                        "c15": ("first_divergence", first_divergence, 1)},
     "05_kv_caching": {"c04": ("rollback", rollback, 1), "c07": ("kv_bytes_per_token", kv_bytes_per_token, 1),
                       "6523957d": ("cache_step", cache_step, 1)},
     "06_performance_analysis": {"s0604": ("kept_fraction", kept_fraction, 1),
                                 "s0607": ("alpha_from_steps", alpha_from_steps, 1)},
     "07_control_and_production": {"s0707": ("token_gaps", token_gaps, 1)},
     "08_training_a_draft_model": {"c07": ("expected_tokens_per_step", expected_tokens_per_step, 1),
-                                  "c10": ("distillation_loss", distillation_loss, 1)},
+                                  "c10": ("distillation_loss", distillation_loss, 1),
+                                  "c15": ("choose_draft", choose_draft, 1)},
     "09_choosing_a_drafter": {"s0904": ("find_continuation", find_continuation, 1),
                               "s0907": ("drafter_speedup", drafter_speedup, 1),
                               "s0910": ("choose_drafter", choose_drafter, 1),
