@@ -110,7 +110,7 @@ def test_forward_time_measures_one_pass():
 @pytest.mark.real
 def test_greedy_equals_model_generate_on_the_real_target(target):
     model, tokenizer = target
-    for prompt in PROMPTS[::2]:
+    for prompt in PROMPTS[::3]:
         ids = sc.chat_prompt(tokenizer, prompt)
         ours = sc.autoregressive_generate(model, ids, 64, eos_token_id=tokenizer.eos_token_id).tokens
         theirs = model.generate(ids, max_new_tokens=64, do_sample=False, eos_token_id=tokenizer.eos_token_id,

@@ -282,10 +282,10 @@ def test_greedy_speculative_equals_target_greedy_on_the_real_pair(target, real_d
     # four taus on the first prompt, then one more tau per prompt (every tau 1-8 is checked on tiny pairs above)
     for index, prompt in enumerate(PROMPTS[:4]):
         ids = sc.chat_prompt(tokenizer, prompt)
-        reference = sc.autoregressive_generate(model, ids, 48, eos_token_id=eos).tokens
+        reference = sc.autoregressive_generate(model, ids, 32, eos_token_id=eos).tokens
         taus = (1, 2, 4, 8) if index == 0 else [(3, 5, 6)[index - 1]]
         for tau in taus:
-            result = sc.speculative_generate(model, real_draft, ids, 48, tau=tau, eos_token_id=eos)
+            result = sc.speculative_generate(model, real_draft, ids, 32, tau=tau, eos_token_id=eos)
             position, margin = first_mismatch_margin(model, ids, reference, result.tokens)
             assert result.tokens == reference, (f"{prompt!r}, tau={tau}: first mismatch at new token {position}, "
                                                 f"top-2 logit margin {margin}")
