@@ -1,5 +1,4 @@
 """The algorithm: drafting, verification, acceptance, correction and the full loop."""
-import math
 from collections import Counter
 
 import pytest
@@ -7,6 +6,7 @@ import torch
 
 import specdec_course as sc
 from specdec_course import speculative
+from specdec_course.course.checks import chi_square_critical
 from conftest import first_mismatch_margin
 from helpers import BigramLM, tiny_pair
 from test_generation import PROMPTS
@@ -196,11 +196,6 @@ def test_fast_but_wrong_correction_from_the_draft_is_caught(monkeypatch):
 
 
 # ---------------------------------------------------------------- sampling follows the target's distribution
-def _chi_square_critical(df: int, z: float = 3.09) -> float:
-    """Wilson-Hilferty approximation of the chi-square quantile (z = 3.09: significance 0.001)."""
-    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
-
-
 def _chi_square(counts: Counter, expected: dict, n: int):
     cells, other_obs, other_exp = [], 0, 0.0
     for seq, pr in expected.items():
@@ -212,7 +207,7 @@ def _chi_square(counts: Counter, expected: dict, n: int):
     if other_exp > 0:
         cells.append((other_obs, other_exp))
     stat = sum((o - e) ** 2 / e for o, e in cells)
-    return stat, _chi_square_critical(len(cells) - 1)
+    return stat, chi_square_critical(len(cells) - 1)
 
 
 def _bigram_pair(vocab=5):

@@ -421,7 +421,7 @@ def check_cached_pass_gap(fn) -> None:
                "rounding, and you found how far from a tie the argmax is")
 
 
-def _chi_square_critical(df: int, z: float = 3.09) -> float:
+def chi_square_critical(df: int, z: float = 3.09) -> float:
     """Wilson-Hilferty approximation of the chi-square quantile (z = 3.09: significance 0.001)."""
     return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
 
@@ -447,8 +447,8 @@ def judge_samples(got, probs: torch.Tensor, label: str) -> str | None:
     expected = n * probs[support]
     stat = float(((counts[support] - expected) ** 2 / expected).sum())
     df = int(support.sum()) - 1
-    if df > 0 and stat > _chi_square_critical(df):
-        return (f"{label}: {n} draws do not follow norm(max(0, p − q)) (chi-square {stat:.0f} > {_chi_square_critical(df):.0f}); "
+    if df > 0 and stat > chi_square_critical(df):
+        return (f"{label}: {n} draws do not follow norm(max(0, p − q)) (chi-square {stat:.0f} > {chi_square_critical(df):.0f}); "
                 "sampled from p, q, or forgot to normalise?")
     return None
 

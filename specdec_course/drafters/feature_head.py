@@ -422,10 +422,10 @@ def load_feature_head(target, folder=None) -> FeatureHeadDrafter:
 def target_features(target, sequences: list[torch.Tensor], *, batch_size: int = 8, dtype=torch.float16):
     """For each sequence: the target's features f_0 … f_{n-1} ((n, hidden), stored in ``dtype``) and its argmax labels
     (n,), from one batched pass (right-padded: causal attention keeps padding from changing earlier rows)."""
+    from ..verify import output_layer_inputs
+
     features, labels = [], []
-    read = []
-    hook = target.get_output_embeddings().register_forward_hook(lambda module, args, out: read.append(args[0]))
-    try:
+    with output_layer_inputs(target) as read:
         for start in range(0, len(sequences), batch_size):
             batch = [s.long().reshape(-1) for s in sequences[start:start + batch_size]]
             width = max(len(s) for s in batch)
@@ -438,8 +438,6 @@ def target_features(target, sequences: list[torch.Tensor], *, batch_size: int = 
             for row, s in enumerate(batch):
                 features.append(read[-1][row, :len(s)].to("cpu", dtype))
                 labels.append(logits[row, :len(s)].argmax(-1).cpu().to(torch.int32))
-    finally:
-        hook.remove()
     return features, labels
 
 

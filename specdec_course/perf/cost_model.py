@@ -231,12 +231,10 @@ def draft_costs(target, draft, *, prefix_length: int = 96, taus=(1, 5), repeats:
     target(prefix[:, :-1], past_key_values=target_cache, use_cache=True)
     drafter.start(prefix, max_length=prefix_length + max(taus) + 1)
     if drafter.wants_features:  # a feature head drafts from the target's features, which verification hands it
-        read = []
-        hook = target.get_output_embeddings().register_forward_hook(lambda module, args, out: read.append(args[0]))
-        try:
+        from ..verify import output_layer_inputs
+
+        with output_layer_inputs(target) as read:
             target(prefix, use_cache=False)
-        finally:
-            hook.remove()
         drafter.observe_features(read[-1][0], first_position=0)
     drafter.propose(prefix[:, :-1], 1)  # reads the prefix but its last token, as the loop's drafter has before a step
     drafter.rollback(prefix_length - 1)
