@@ -91,6 +91,14 @@ def test_no_cell_answers_a_quiz_question_before_the_learner():
                     f"{path.name}: a cell shows {value}, the answer to quiz question {number}"
 
 
+def test_no_cell_answers_the_quiz_for_the_learner():
+    """The quiz's text form is shown, never used: no cell calls quiz.answer (its feedback names the right option)."""
+    for path in NOTEBOOKS:
+        for kind, text in _cells_text(path, outputs=False):
+            code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+            assert kind != "code" or "quiz.answer(" not in code, f"{path.name}: a cell answers the quiz: {text!r}"
+
+
 CASE_STUDIES = ["Efficiency Limits of a Two-Model Generation System",
                 "Root-Causing Low Speedup Despite Parallel Verification",
                 "Choosing τ and Model Roles for Low-Latency Speculative Decoding",

@@ -423,3 +423,25 @@ def test_check_choose_draft_weighs_alpha_against_cost():
         checks.check_choose_draft(most_accurate)
     with pytest.raises(checks.CheckFailed, match="expected"):
         checks.check_choose_draft(lambda candidates, verify_ratio: checks.choose_draft(candidates, verify_ratio, taus=[1]))
+
+
+def test_check_held_out_alpha_pools_answer_positions():
+    """Exercise 08 Task 6: the reference passes, visible and hidden; averaging per answer or counting the prompt's
+    positions is caught, each with its hint."""
+    from specdec_course.course import hidden_checks
+    from specdec_course.distill import label_accuracy
+
+    checks.check_held_out_alpha(checks.held_out_alpha)
+    hidden_checks.held_out_alpha(checks.held_out_alpha)
+
+    def per_answer(draft, held_out):
+        rows = zip(held_out["tokens"], held_out["labels"], held_out["prompt_lengths"])
+        scores = [label_accuracy(draft, {"tokens": [t], "labels": [l], "prompt_lengths": [p]}) for t, l, p in rows]
+        return sum(scores) / len(scores)
+
+    with pytest.raises(checks.CheckFailed, match="mean of each answer"):
+        checks.check_held_out_alpha(per_answer)
+    with pytest.raises(checks.CheckFailed, match="prompt positions counted too"):
+        checks.check_held_out_alpha(lambda draft, held_out: label_accuracy(draft, held_out, answers_only=False))
+    with pytest.raises(checks.CheckFailed):
+        hidden_checks.held_out_alpha(per_answer)

@@ -183,9 +183,11 @@ def test_tasks_come_from_the_released_check_cells():
     t1, t2, t3, t4, t5 = ("Task 1 · Greedy agreement, teacher-forced", "Task 2 · Expected tokens per step",
                           "Task 3 · The distillation loss", "Task 4 · In your own words",
                           "Task 5 · Pick a draft for a target (beyond the chapter)")
+    t6 = "Task 6 · Train two drafts, measure them, then choose (beyond the chapter)"
     assert [(t.name, t.kind, t.points) for t in tasks] == [(t1, "check", 1), (t2, "check", 1), (t2 + " (hidden check)", "hidden", 1),
                                                            (t3, "check", 1), (t3 + " (hidden check)", "hidden", 1), (t4, "manual", 0),
-                                                           (t5, "check", 1), (t5 + " (hidden check)", "hidden", 1)]
+                                                           (t5, "check", 1), (t5 + " (hidden check)", "hidden", 1),
+                                                           (t6, "check", 1), (t6 + " (hidden check)", "hidden", 1)]
     assert tasks[0].grade_id == "check_c04" and "check_draft_agreement" in tasks[0].source
     assert grading.check_names(tasks[0].source) == (["draft_agreement"], [])
     for name in grading.exercise_names():

@@ -62,6 +62,11 @@ def test_each_injected_fault_is_named_and_only_stale_cache_changes_output(tmp_pa
     diagnosis = analyse_trace(path)
     assert diagnosis.names and diagnosis.names[0] == names[fault], str(diagnosis)
     assert set(diagnosis.names) <= set(FINDINGS)
+    passes = sum(s.target_calls for s in result.steps)
+    if fault == "token_by_token_verification":  # the first line counts the target's real passes, not its steps
+        assert passes > len(result.steps) and f"the target ran {passes} passes" in str(diagnosis), str(diagnosis)
+    else:
+        assert f"in {len(result.steps)} target passes" in str(diagnosis), str(diagnosis)
     check = faults.lossless_check(target, ids, result)
     assert faults.lossless_check(target, ids, result, reference=reference) == check  # a reference given: the same
     if fault == "stale_cache":

@@ -305,6 +305,68 @@ def choose_draft(candidates: dict, verify_ratio: dict, taus=range(1, 9)) -> tupl
     return best
 
 
+def held_out_alpha(draft, held_out: dict) -> float:
+    """Reference: the draft's teacher-forced agreement with the target's argmax labels over every answer position of
+    ``held_out`` ({"tokens", "labels", "prompt_lengths"} as `distill.make_data` makes it), pooled (hits / positions)."""
+    from ..distill import label_accuracy
+
+    return label_accuracy(draft, held_out)
+
+
+def held_out_cases(seed: int = 0):
+    """(draft, held-out data) pairs on small random models: prompts and answers of different lengths, so that pooling
+    differs from averaging per answer, and prompt positions differ from answer positions."""
+    from ..distill import target_labels
+
+    for case in range(3):
+        vocab = 40 + 16 * case
+        target = tiny_llama(600 + 10 * seed + case, vocab_size=vocab, peaked=2.0)
+        gen = torch.Generator().manual_seed(700 + 10 * seed + case)
+        draft = tiny_llama(600 + 10 * seed + case, vocab_size=vocab, peaked=2.0)  # the target, its output layer blurred
+        with torch.no_grad():
+            weight = draft.lm_head.weight
+            weight += 0.6 * weight.std() * torch.randn(weight.shape, generator=gen)
+        tokens, prompt_lengths = [], []
+        for row in range(3 + case):
+            prompt = torch.randint(2, vocab, (1, 2 + (3 * row + seed) % 6), generator=gen)
+            answer = autoregressive_generate(target, prompt, 2 + (5 * row + case) % 9).tokens
+            tokens.append(torch.cat([prompt[0], torch.tensor(answer)]).to(torch.int32))
+            prompt_lengths.append(prompt.shape[1])
+        yield draft, {"tokens": tokens, "labels": target_labels(target, tokens), "prompt_lengths": prompt_lengths}
+
+
+def _held_out_mistakes(draft, data: dict) -> dict:
+    """What the usual mistakes would return: averaged per answer, or counting the prompt's positions too."""
+    from ..distill import label_accuracy
+
+    per_answer = [label_accuracy(draft, {"tokens": [t], "labels": [l], "prompt_lengths": [p]})
+                  for t, l, p in zip(data["tokens"], data["labels"], data["prompt_lengths"])]
+    return {"the mean of each answer's agreement (weigh every position the same: pool hits over all answers)":
+            sum(per_answer) / len(per_answer),
+            "prompt positions counted too (the draft runs on answers: count only from the last prompt position on)":
+            label_accuracy(draft, data, answers_only=False)}
+
+
+def check_held_out_alpha(fn) -> None:
+    """fn(draft, held_out) -> the draft's pooled greedy agreement with the target's labels on the answers."""
+    failures, total = [], 0
+    for index, (draft, data) in enumerate(held_out_cases()):
+        total += 1
+        got = _attempt(failures, f"case #{index}", fn, draft, data)
+        if got is _FAILED:
+            continue
+        expected = held_out_alpha(draft, data)
+        try:
+            ok = abs(float(got) - expected) < 1e-9
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            hint = next((f" ({why})" for why, value in _held_out_mistakes(draft, data).items()
+                         if isinstance(got, (int, float)) and abs(got - value) < 1e-9 and abs(value - expected) > 1e-9), "")
+            failures.append(f"case #{index} ({len(data['tokens'])} answers): expected {expected:.4f}, got {got!r}{hint}")
+    _all_cases("held_out_alpha", failures, total, "held_out_alpha pools the draft's agreement over every answer position")
+
+
 def choose_draft_cases(seed: int = 0):
     rng = random.Random(800 + seed)
     flat = {t: 1.0 + 0.02 * t for t in range(1, 9)}

@@ -141,6 +141,15 @@ def choose_draft(fn) -> None:
             _fail(f"hidden case #{index}: expected ({name!r}, {tau}, {speedup:.3f}), got {got!r}")
 
 
+def held_out_alpha(fn) -> None:
+    checks = _checks()
+    for index, (draft, data) in enumerate(checks.held_out_cases(seed=5)):
+        got = checks._call(fn, draft, data)
+        expected = checks.held_out_alpha(draft, data)
+        if not _close(got, expected, 1e-9):
+            _fail(f"hidden case #{index} ({len(data['tokens'])} answers): expected {expected:.4f}, got {got!r}")
+
+
 # --------------------------------------------------------------------------- 03
 def textbook_accept(fn) -> None:
     rng = random.Random(303)
@@ -453,7 +462,8 @@ HIDDEN = {
     "07_control_and_production": {"s0707": ("token_gaps", token_gaps, 1)},
     "08_training_a_draft_model": {"c07": ("expected_tokens_per_step", expected_tokens_per_step, 1),
                                   "c10": ("distillation_loss", distillation_loss, 1),
-                                  "c15": ("choose_draft", choose_draft, 1)},
+                                  "c15": ("choose_draft", choose_draft, 1),
+                                  "c18": ("held_out_alpha", held_out_alpha, 1)},
     "09_choosing_a_drafter": {"s0904": ("find_continuation", find_continuation, 1),
                               "s0907": ("drafter_speedup", drafter_speedup, 1),
                               "s0910": ("choose_drafter", choose_drafter, 1),

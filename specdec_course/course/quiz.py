@@ -41,7 +41,7 @@ class Quiz:
             lines.append(f"{number}. {q.text}")
             lines += [f"   ({LETTERS[i]}) {option}" for i, option in enumerate(q.options)]
             lines.append("")
-        lines.append("Answer with quiz.answer(NUMBER, 'LETTER'), e.g. quiz.answer(1, 'b').")
+        lines.append("Answer with quiz.answer(NUMBER, 'LETTER').")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:

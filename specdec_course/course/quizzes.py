@@ -1,8 +1,7 @@
 """The course's quizzes, one per notebook: ``quiz_for("03").show()``.
 
-Kept in one place so that an instructor can edit them and a test can check the whole course: every notebook has at
-least four questions, no letter is the right answer more than 40% of the time, and the right option is not given away
-by being the longest.
+An instructor can edit them here: every notebook has at least four questions, no letter is the right answer more than
+40% of the time, and the right option is not given away by being the longest.
 """
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ QUIZZES: dict[str, list[Question]] = {
           2, "The cache keeps the keys and values of every token already read, so only the new token is computed."),
         Q("One pass over 8 new tokens took far less than 8 times one pass over 1 token. Why?",
           ["The model skips the computation for 7 of the 8 tokens",
-           "Each weight read from memory serves all k tokens",
+           "Each weight read from memory serves all 8 tokens",
            "The cache already holds the results for most of the 8 tokens"],
           1, "At small k the pass is memory-bound: reading the weights dominates, and extra tokens reuse each read."),
         Q("What does a low T(k)/T(1) mean for speculative decoding?",
@@ -85,7 +84,7 @@ QUIZZES: dict[str, list[Question]] = {
            "the prefix and all τ drafts, since they are all in the input",
            "the prefix and the first t draft tokens"],
           2, "Causal attention: position i sees only tokens up to i."),
-        Q("The one-pass logits and the τ + 1 separate passes differ by about 1e-6. What can that change?",
+        Q("The one-pass logits and the τ + 1 separate passes differ in the last bits (about 5e-5 on a cached pass). What can that change?",
           ["Nothing: every logit is bit-for-bit identical on every machine and kernel",
            "The argmax, but only where the top two logits nearly tie",
            "The order of the tokens, which the parallel pass reverses internally"],
@@ -120,7 +119,7 @@ QUIZZES: dict[str, list[Question]] = {
            "Generation restarts from 'The cat sat on the' with a fresh draft"],
           1, "The correction comes from the target's row n = 2, already computed in the verification pass."),
         Q("After 'The cat sat on the mat and', the target gives P(looked) = 0.55, P(slept) = 0.25, P(waited) = 0.15. "
-          "Next token?",
+          "Under greedy verification, which token does the target supply next?",
           ["slept", "waited", "looked"],
           2, "The argmax of the target's distribution."),
         Q("A loop takes the token after the accepted drafts from the DRAFT's distribution instead of the target's. "
@@ -156,13 +155,10 @@ QUIZZES: dict[str, list[Question]] = {
            "Fixed shapes and addresses: rollback moves a counter",
            "It skips attention for the positions that were rolled back"],
           1, "No reallocation, fixed shapes and addresses, so CUDA graphs can replay the step."),
-        Q("The course's draft keeps the target's first 2 layers (576 wide) and scores only 8,192 of the 49,152 tokens. "
-          "Why not all of them?",
-          ["An output layer over every token would cost more than its two layers together",
-           "Its two layers cannot tell more than 8,192 tokens apart",
-           "The target rejects any token outside its 8,192 most frequent ones"],
-          0, "49,152 × 576 multiply-adds per token is more than both layers; the 8,192 most frequent tokens cover about "
-             "98% of the target's answer tokens."),
+        Q("All τ = 3 drafts were accepted; the prefix held 50 tokens. To what length is the DRAFT's cache rolled back?",
+          ["52", "53", "54"],
+          0, "The draft never read its last draft (it only proposed it), so its cache holds 50 + 2; the next step feeds "
+             "the last draft and the bonus token."),
     ],
     "06": [
         Q("A run at τ = 8 kept 12% of its proposed drafts. What is α?",
@@ -185,6 +181,13 @@ QUIZZES: dict[str, list[Question]] = {
         Q("Under a budget of 1.5 verified positions per generated token, can a draft with α = 0.2 use τ = 1?",
           ["Yes: one draft is always cheap enough", "No: (1 + 1)/1.2 = 1.67 > 1.5", "Only on a GPU, where verification is free"],
           1, "E = 1.2 tokens per step for 2 verified positions."),
+        Q("The course's draft keeps the target's first 2 layers (576 wide) and scores only 8,192 of the 49,152 tokens. "
+          "Why not all of them?",
+          ["Its two layers cannot tell more than 8,192 tokens apart",
+           "The target rejects any token outside its 8,192 most frequent ones",
+           "Scoring all 49,152 would cost more than both its layers"],
+          2, "49,152 × 576 multiply-adds per token is more than both layers; the 8,192 most frequent tokens cover about "
+             "98% of the target's answer tokens in the draft's training data (92% on notebook 08's evaluation answers)."),
     ],
     "07": [
         Q("The grow/shrink heuristic runs with a draft whose α is 0.3. What does it mostly do?",
@@ -293,7 +296,7 @@ QUIZZES: dict[str, list[Question]] = {
              "overall it is emitted with probability (1 − p(g₁)) · p(g₂)/(1 − p(g₁)) = p(g₂)."),
         Q("On your CPU a 16-node tree keeps 1.8 tokens per pass against a chain's 1.35, yet runs slower. Which "
           "measurements explain it?",
-          ["T(17)/T(1) and the draft's cost per pass, which the tree pays once per node",
+          ["T(17)/T(1) and the draft's cost per pass, which a tree grown a node at a time pays once per node",
            "The tree's α, which must be below the chain's",
            "The sampling temperature, since trees only pay with sampling"],
           0, "Tokens per pass is half the story: the step costs passes · d + T(nodes + 1). When T(k) grows with k "

@@ -153,6 +153,7 @@ def analyse_trace(trace) -> Diagnosis:
     counts = [SimpleNamespace(tau=s["tau"], n_accepted=s["accepted"]) for s in steps]
     mean_tau = statistics.mean(s["tau"] for s in later)
     numbers = {"tokens": summary["tokens"], "target_passes": summary["target_passes"],
+               "target_calls": sum(s.get("target_calls", 1) for s in steps),
                "tokens_per_pass": summary["tokens"] / max(summary["target_passes"], 1),
                "alpha": alpha_from_steps(counts), "kept_fraction": kept_fraction_of_steps(counts),
                "mean_tau": mean_tau, "common_tau": statistics.mode(s["tau"] for s in later), "total_ms": total,
@@ -246,7 +247,10 @@ def _slower_than_target(numbers: dict) -> Finding:
 
 def format_diagnosis(diagnosis: Diagnosis) -> str:
     n = diagnosis.numbers
-    lines = [f"{n['tokens']} tokens in {n['target_passes']} target passes ({n['tokens_per_pass']:.2f} per pass), "
+    steps = (f"{n['target_passes']} target passes ({n['tokens_per_pass']:.2f} per pass)"
+             if n.get("target_calls", n["target_passes"]) <= n["target_passes"] else  # a step that verified in several
+             f"{n['target_passes']} steps ({n['tokens_per_pass']:.2f} per step; the target ran {n['target_calls']} passes)")
+    lines = [f"{n['tokens']} tokens in {steps}, "
              f"α ≈ {n['alpha']:.2f}, kept fraction κ = {n['kept_fraction']:.2f}, mean τ {n['mean_tau']:.1f}",
              f"time: drafting {100 * n['draft_share']:.0f}%, verification {100 * n['verify_share']:.0f}%, "
              f"everything else {100 * n['other_share']:.0f}% of {n['total_ms']:.0f} ms"]
