@@ -130,7 +130,7 @@ def test_solution_full_marks_untouched_zero_half_solved_half(graded):
 def test_a_solution_that_takes_models_and_tensors_scores_full_marks(graded):
     rows = _by_task(graded, "models")
     assert {t: p for t, p in _points(graded, "models").items()} == {t: 1.0 for t, (p, m, _) in rows.items() if m == "1"}
-    assert len(_points(graded, "models")) == 7, rows  # 4 checks (a model, tensors, numbers, dicts) and 3 hidden checks
+    assert len(_points(graded, "models")) == 9, rows  # 5 checks (a model, tensors, numbers, dicts, data) and 4 hidden checks
     assert rows["Task 4 · In your own words"][:2] == ("", "0")
     assert rows["Task 4 · In your own words"][2].startswith("manual: answered (")
 
