@@ -154,6 +154,12 @@ def train_draft(data: dict, config=None, *, model=None, steps: int = 3000, batch
 
     if (config is None) == (model is None):
         raise ValueError("give either a config (train a fresh draft) or a model (train it further)")
+    from .perf.kernels import kernel_path
+
+    if model is not None and kernel_path(model) in ("onednn", "mixed"):  # its products read packed copies of the weights
+        raise ValueError(f"this model runs on the pre-packed {kernel_path(model)!r} kernels, whose copies of the weights "
+                         "training would never update: train it on 'stock' (sc.use_kernels(model, 'stock')), then switch "
+                         "its kernels after training")
     device = get_device(device)
     torch.manual_seed(seed)
     if model is None:

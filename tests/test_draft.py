@@ -213,3 +213,24 @@ def test_plain_export_of_the_shipped_draft_runs_assisted_generation(target, tmp_
         exported, own = plain_draft(ids).logits[..., subset], shipped(ids).logits[..., subset]
     torch.testing.assert_close(exported, own, rtol=0, atol=0.05)
     assert (exported.argmax(-1) == own.argmax(-1)).float().mean() >= 0.95
+
+
+def test_training_refuses_a_model_on_prepacked_kernels_and_trains_it_back_on_stock():
+    """Pre-packed oneDNN products read copies of the weights that training never updates: a draft switched to them
+    before training would learn nothing, silently. train_draft says so, and the stock path trains as usual."""
+    from specdec_course.perf.kernels import onednn_available
+
+    if not onednn_available(torch.float32):
+        pytest.skip("this torch build or CPU has no oneDNN float32 kernels")
+    target = sc.tiny_llama(6)
+    data = _tiny_data(target, n_prompts=6)
+    config = distill.draft_config(target.config, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1)
+    draft, _ = distill.train_draft(data, config, steps=1, progress=False)
+    for path in ("onednn", "mixed"):
+        sc.use_kernels(draft, path)
+        with pytest.raises(ValueError, match="pre-packed .*train it on 'stock'"):
+            distill.train_draft(data, model=draft, steps=1, progress=False)
+    sc.use_kernels(draft, "stock")
+    before = [p.detach().clone() for p in draft.parameters()]
+    draft, _ = distill.train_draft(data, model=draft, steps=2, batch_size=4, lr=1e-2, progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(before, draft.parameters()))
