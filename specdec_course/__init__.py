@@ -17,7 +17,7 @@ __all__ = [
     "GenerationResult", "attach_tokenizer", "autoregressive_generate", "cache_dir", "chat_prompt", "check_pair",
     "column_major_output_layer", "load_draft", "load_pair",
     "KERNEL_PATHS", "choose_kernels", "kernel_path", "pass_times", "use_kernels",
-    "describe_machine", "forward_time", "get_device", "load_target", "quick_mode", "tiny_llama",
+    "describe_machine", "forward_time", "get_device", "load_target", "quick_mode", "run_line", "tiny_llama",
 ]
 
 
@@ -26,3 +26,10 @@ def quick_mode() -> bool:
     import os
 
     return os.environ.get("SPECDEC_QUICK", "") not in ("", "0")
+
+
+def run_line() -> str:
+    """Where and how this run's numbers are measured: the machine, and quick or full mode (how to switch)."""
+    mode = ("quick mode (SPECDEC_QUICK=1: shorter loops, noisier numbers; unset it for the full run)" if quick_mode()
+            else "full mode (set SPECDEC_QUICK=1 for a quick run)")
+    return f"machine: {describe_machine()}\nmode: {mode}"

@@ -69,8 +69,28 @@ def describe_machine(device: torch.device | str | None = None) -> str:
     elif device.type == "mps":
         hw = "Apple GPU (MPS)"
     else:
-        hw = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+        hw = f"CPU {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
     return f"{hw}; torch {torch.__version__}; {platform.system()} {platform.release()}"
+
+
+def cpu_name() -> str:
+    """The CPU's model name and the vector units that decide its kernel paths, e.g. 'AMD EPYC (x86_64, AVX-512, bf16)'."""
+    import platform
+
+    name, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not name:
+                name = " ".join(value.split())
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:  # not Linux: the architecture is all we know cheaply
+        pass
+    units = ["AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None,
+             "bf16" if "avx512_bf16" in flags or "amx_bf16" in flags else None]
+    details = ", ".join([platform.machine()] + [u for u in units if u])
+    return f"{name} ({details})" if name else details
 
 
 # --------------------------------------------------------------------------- the cache

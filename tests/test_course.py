@@ -130,3 +130,86 @@ def test_every_case_study_of_the_syllabus_is_a_section_with_code(title):
                     break
             pytest.fail(f"{path.name}: the section {heading!r} has no code cell")
     pytest.fail(f"no notebook or exercise has a section titled {title!r}")
+
+
+# ---------------------------------------------------------------- verdicts are printed by code, from the run's numbers
+# A measured number: a time, a rate, a speedup ratio (1.23x) or a percentage of one of them. A cell whose output shows
+# one is "measured"; the judgement of it ("faster", "close to the prediction", "τ = 2 is best") is printed by code:
+# a line "What this run shows: ..." in that cell's output or a later code cell's, within the same section.
+MEASURED = re.compile(r"\d\s*(ms|tokens/s|tok/s)\b|\d\.\d+x\b|\d\s*s per|\bT\(\d+\)/T\(1\)\s*=?\s*\d")
+VERDICT = "What this run shows:"
+# words that judge a measured comparison; a sentence that uses one in markdown after a measurement must tell the
+# learner what to look for (a condition or a question), not state the outcome
+JUDGING = re.compile(r"\b(faster|slower|wins?|won|beats?|loses|lost to|close to|pays off|barely|clearly|far (to|from)|"
+                     r"outperforms?|better than|worse than|(is|was) (the )?(best|fastest|slowest))\b", re.I)
+GUIDING = re.compile(r"\b(if|whether|look (for|at)|expect|unless|when|where|can|could|may|might|would)\b|\?", re.I)
+# a paragraph that quotes a recording (a file under benchmarks/, a model card) quotes fixed numbers, not this run's
+RECORDING = re.compile(r"record|benchmarks/|model card", re.I)
+
+
+def _output_text(cell):
+    text = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                   for o in cell.get("outputs", []))
+    # the loader's and the machine's lines describe the set-up, not a result to judge
+    return "\n".join(line for line in text.splitlines()
+                     if not line.startswith(("specdec_course:", "machine:", "mode:", "CPU ", "GPU ")))
+
+
+def _sections(path):
+    """The notebook's cells cut at each level-1 or level-2 heading: lists of (index, kind, text, cell); a markdown cell
+    whose heading comes after some prose gives that prose to the section before."""
+    sections, current = [], []
+    for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+        text = "".join(cell["source"])
+        heading = re.search(r"^#{1,2} ", text, flags=re.M) if cell["cell_type"] == "markdown" else None
+        if heading:
+            if text[:heading.start()].strip():
+                current.append((index, "markdown", text[:heading.start()], cell))
+            sections.append(current)
+            current, text = [], text[heading.start():]
+        current.append((index, cell["cell_type"], text, cell))
+    return sections + [current]
+
+
+def _sentences(text):
+    text = re.sub(r"\$[^$]*\$", "MATH", text)  # formulas carry no verdicts
+    return [s for s in re.split(r"(?<=[.!?:])\s+(?=[A-Z*(])|\n\s*[*-] |\n\n", text) if s.strip()]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_the_header_says_both_running_times_and_the_output_says_which_mode_ran(path):
+    cells = json.loads(path.read_text())["cells"]
+    top = "".join(cells[0]["source"])
+    assert "quick mode" in top and "SPECDEC_QUICK=1" in top, \
+        f"{path.name}: the header gives the full and the quick running time and how to switch (SPECDEC_QUICK=1)"
+    first = next(c for c in cells if c["cell_type"] == "code" and c.get("outputs"))
+    out = "".join("".join(o.get("text", "")) for o in first["outputs"])
+    assert re.search(r"^mode: (quick|full) mode", out, flags=re.M), \
+        f"{path.name}: the first output names the machine and the mode (print(sc.run_line()))"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_measurement_is_judged_by_code_and_markdown_states_no_measured_outcome(path):
+    problems = []
+    for section in _sections(path):
+        measured_at = None
+        for index, kind, source, cell in section:
+            if kind == "code":
+                out = _output_text(cell)
+                if VERDICT in out:
+                    measured_at = None
+                elif measured_at is None and MEASURED.search(out):
+                    measured_at = index
+                continue
+            if index == 0:
+                continue
+            paragraphs = [p for p in source.split("\n\n") if not RECORDING.search(p)]
+            for sentence in _sentences("\n\n".join(paragraphs)):
+                flat = " ".join(sentence.split())
+                if MEASURED.search(flat):
+                    problems.append(f"[{index}] markdown quotes a measured number: {flat[:160]!r}")
+                elif measured_at is not None and JUDGING.search(flat) and not GUIDING.search(flat):
+                    problems.append(f"[{index}] markdown judges the measurement of [{measured_at}]: {flat[:160]!r}")
+        if measured_at is not None:
+            problems.append(f"[{measured_at}] measures, and no cell of its section prints {VERDICT!r}")
+    assert not problems, f"{path.name}:\n  " + "\n  ".join(problems)
