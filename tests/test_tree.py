@@ -153,8 +153,11 @@ def test_a_tree_grown_a_level_at_a_time_takes_one_draft_pass_per_level(cache_kin
     assert len(tree) == 7 and max(tree.depth(i) for i in range(len(tree))) <= 4
     for i, parent in enumerate(tree.parents):
         assert parent < i and (parent == -1 or tree.log_q[parent] >= tree.log_q[i])
-    # the same tree without a cache (every pass over the prefix and all nodes), and the log q of each path recomputed
-    assert grow_tree_by_levels(draft, prompt, 7, top_k=3, depth=4) == tree
+    # the same tree without a cache (every pass over the prefix and all nodes): the same tokens and parents exactly; its
+    # log q computed along another path (one pass over everything, not cached passes) agrees to float tolerance only
+    uncached = grow_tree_by_levels(draft, prompt, 7, top_k=3, depth=4)
+    assert (uncached.tokens, uncached.parents) == (tree.tokens, tree.parents)
+    assert uncached.log_q == pytest.approx(tree.log_q, abs=1e-5)
     for i in range(len(tree)):
         path = [tree.tokens[j] for j in tree.path(i)]
         log_q = 0.0
