@@ -99,6 +99,35 @@ def test_no_cell_answers_the_quiz_for_the_learner():
             assert kind != "code" or "quiz.answer(" not in code, f"{path.name}: a cell answers the quiz: {text!r}"
 
 
+def test_the_quiz_example_in_each_notebook_is_not_that_questions_answer():
+    """The comment that shows how to answer in text form, e.g. quiz.answer(1, "c"), must not give the answer away."""
+    from specdec_course.course.quiz import LETTERS
+    from specdec_course.course.quizzes import QUIZZES
+
+    for path in NOTEBOOKS:
+        for kind, text in _cells_text(path, outputs=False):
+            for number, letter in re.findall(r"quiz\.answer\((\d+),\s*[\"'](\w)[\"']\)", text):
+                question = QUIZZES[path.name[:2]][int(number) - 1]
+                assert LETTERS[question.answer] != letter, \
+                    f"{path.name}: the example quiz.answer({number}, {letter!r}) is question {number}'s right answer"
+
+
+def test_no_quiz_gives_its_answer_away_by_length():
+    """The right option is not conspicuously the longest: at most 1.5 times the others' mean length (options of a few
+    characters, such as numbers, are exempt)."""
+    from specdec_course.course.quizzes import QUIZZES
+
+    for notebook, questions in QUIZZES.items():
+        for number, question in enumerate(questions, 1):
+            lengths = [len(option) for option in question.options]
+            others = [n for i, n in enumerate(lengths) if i != question.answer]
+            if max(lengths) < 25:
+                continue
+            assert lengths[question.answer] <= 1.5 * sum(others) / len(others), \
+                f"quiz {notebook} question {number}: the right option is {lengths[question.answer]} characters, the " \
+                f"others {others}: balance them"
+
+
 CASE_STUDIES = ["Efficiency Limits of a Two-Model Generation System",
                 "Root-Causing Low Speedup Despite Parallel Verification",
                 "Choosing τ and Model Roles for Low-Latency Speculative Decoding",
