@@ -110,6 +110,37 @@ def test_policies_keep_output_identical_and_move_tau():
         assert after == (min(6, before + 2) if s.n_accepted == s.tau else max(1, before - 1))
 
 
+class _Scripted:
+    """A policy that asks for the given τ in turn (0: the target alone, no draft), then repeats the last one."""
+
+    def __init__(self, taus):
+        self.taus, self.max_tau = list(taus), max(taus)
+
+    def next_tau(self):
+        return self.taus[0]
+
+    def update(self, step):
+        if len(self.taus) > 1:
+            self.taus.pop(0)
+
+
+def test_a_policy_may_choose_the_target_alone_and_the_output_stays_the_targets():
+    """τ = 0 (a latency cap that no τ ≥ 1 fits): the step drafts nothing and the target yields one token; the draft's
+    cache lags and catches up at the next τ ≥ 1. Greedy output stays identical, token for token, caches checked."""
+    target, draft = tiny_pair(5, noise=0.1)
+    ids = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(3))
+    reference = sc.autoregressive_generate(target, ids, 40).tokens
+    for taus in ([0], [0, 0, 3, 0, 2, 0, 0, 4, 1], [2, 0, 0, 0, 5]):
+        for use_cache in (True, False):
+            result = sc.speculative_generate(target, draft, ids, 40, tau=_Scripted(taus), use_cache=use_cache,
+                                             debug=True)
+            assert result.tokens == reference, (taus, use_cache)
+            zero = [s for s in result.steps if s.tau == 0]
+            assert zero and all(s.n_accepted == 0 and len(s.emitted) == 1 for s in zero)
+    alone = sc.speculative_generate(target, draft, ids, 40, tau=_Scripted([0]))
+    assert [s.tau for s in alone.steps] == [0] * 40 and alone.tokens == reference
+
+
 def test_cost_model_policy_picks_the_predicted_best_tau():
     costs = cm.Costs({k: 10.0 + 0.3 * (k - 1) for k in range(1, 20)}, draft_ms=0.4)
     for alpha in (0.3, 0.7, 0.9):
@@ -174,3 +205,40 @@ def test_a_runs_predicted_speedup_counts_prompt_passes_and_the_steps_actual_tau(
     assert both == pytest.approx(alone / (80.0 + 100 / expected_tokens_per_step(0.8, 2) * 17.0)) and both < with_prompt
     with pytest.raises(ValueError, match="τ"):
         predicted_run_speedup(costs, 0.8, [], 100)
+
+
+def test_a_cost_set_scaled_keeps_its_ratios_and_reads_back():
+    costs = cm.Costs({1: 10.0, 2: 11.0, 5: 14.0}, 2.0, draft_step_ms=1.0, overhead_ms=0.5, target_overhead_ms=0.5)
+    slower = costs.scaled(1.5)
+    assert slower.target_ms[5] == pytest.approx(21.0) and slower.draft_ms == pytest.approx(3.0)
+    assert slower.c == pytest.approx(costs.c) and slower.scale == pytest.approx(1.5)
+    for tau in (1, 3):
+        assert slower.speedup(2.0, tau) == pytest.approx(costs.speedup(2.0, tau))
+    assert cm.Costs.from_dict(json.loads(json.dumps(slower.to_dict()))).step_ms(3) == pytest.approx(slower.step_ms(3))
+    with pytest.raises(ValueError, match="factor > 0"):
+        costs.scaled(0.0)
+
+
+@pytest.mark.parametrize("drift", [1.25])
+def test_the_benchmarks_prediction_holds_when_the_costs_were_measured_at_another_speed(drift):
+    """Set costs on a simulated clock (T(k) = 40 + 4 (k − 1) ms, d = 3 ms), and a cost set measured while the machine
+    ran ``drift`` times as slow. The benchmark scales the set to its own target-only pace, so its prediction matches
+    what it measures. (Taking the difference as a loop overhead o₁ = −10 ms with o clamped at 0 predicted 0.8x of the
+    measured speedup for every τ.)"""
+    from specdec_course.perf import clock
+    from specdec_course.perf.benchmark import run_benchmark
+
+    from helpers import CharTokenizer
+
+    target, draft = tiny_pair(0, noise=0.25)
+    true = cm.Costs({k: 40.0 + 4.0 * (k - 1) for k in range(1, 10)}, 3.0)
+    with clock.simulated_costs(target, draft):
+        report = run_benchmark(target, draft, CharTokenizer(), taus=[1, 2, 4], max_new_tokens=24, kinds=("static",),
+                               prompts=["the first prompt", "a second, longer prompt"], costs=true.scaled(drift),
+                               progress=False)
+    assert report["prediction"]["costs"]["scale"] == pytest.approx(1.0)  # back to the true costs: scaled 1 / drift
+    assert cm.Costs.from_dict(report["prediction"]["costs"]).target_ms[1] == pytest.approx(40.0, rel=1e-6)
+    rows = [r for r in report["rows"] if r["config"] == "speculative, static cache"]
+    assert len(rows) == 3 and all(r["identical"] for r in rows)
+    for r in rows:  # the replay is exact for greedy decoding: what is left is the draft's extra passes per step
+        assert r["predicted_replay"] == pytest.approx(r["ratio"], rel=0.08), r

@@ -170,6 +170,41 @@ def test_check_textbook_accept_catches_counting_every_acceptance():
         checks.check_textbook_accept(counts_all)
 
 
+def test_checks_of_the_acceptance_rate_take_the_right_answers_and_name_the_usual_mistakes():
+    """Exercise 03 Tasks 3-4: Σ min(p, q) and a simulation with drafts drawn from q pass, visible and hidden; the usual
+    mistakes are named; a simulation that returns the formula, or ignores the generator, fails."""
+    from specdec_course.course import hidden_checks
+
+    def rate(p, q):
+        return float(torch.minimum(p, q).sum())
+
+    def simulate(p, q, n, generator, draw_from=None):
+        drafts = torch.multinomial(q if draw_from is None else draw_from(p, q), n, replacement=True, generator=generator)
+        r = torch.rand(n, generator=generator)
+        return float(((p[drafts] >= q[drafts]) | (r <= p[drafts] / q[drafts])).float().mean())
+
+    checks.check_acceptance_rate(rate)
+    hidden_checks.acceptance_rate(rate)
+    checks.check_simulate_acceptance(simulate)
+    hidden_checks.simulate_acceptance(simulate)
+    for wrong, message in ((lambda p, q: float(torch.clamp(p / q, max=1).sum()), r"Σ_y min\(1, p/q\)"),
+                           (lambda p, q: float(1 - (p - q).abs().sum()), "TV"),
+                           (lambda p, q: float((p * torch.clamp(p / q, max=1)).sum()), "drawn from p")):
+        with pytest.raises(checks.CheckFailed, match=message):
+            checks.check_acceptance_rate(wrong)
+    with pytest.raises(checks.CheckFailed, match="drawn from p"):
+        checks.check_simulate_acceptance(lambda p, q, n, g: simulate(p, q, n, g, draw_from=lambda p, q: p))
+    with pytest.raises(checks.CheckFailed, match="greedy draft"):
+        checks.check_simulate_acceptance(lambda p, q, n, g: simulate(p, q, n, g, draw_from=lambda p, q:
+                                                                      torch.nn.functional.one_hot(q.argmax(), len(q)).float()))
+    with pytest.raises(checks.CheckFailed, match="not a fraction"):
+        checks.check_simulate_acceptance(lambda p, q, n, g: rate(p, q))
+    with pytest.raises(checks.CheckFailed, match="generator"):
+        checks.check_simulate_acceptance(lambda p, q, n, g: simulate(p, q, n, torch.Generator().manual_seed(0)))
+    with pytest.raises(checks.CheckFailed, match="drawn from p"):
+        hidden_checks.simulate_acceptance(lambda p, q, n, g: simulate(p, q, n, g, draw_from=lambda p, q: p))
+
+
 def test_check_correction_and_sequence_catch_off_by_one():
     with pytest.raises(checks.CheckFailed, match="argmax of the target's row n"):
         checks.check_greedy_correction(lambda p, n: int(p[max(n - 1, 0)].argmax()))
@@ -197,7 +232,7 @@ def test_checks_06_07_catch_typical_mistakes_and_list_every_case(tmp_path):
     with pytest.raises(checks.CheckFailed, match="gaps of 0 inside a step"):
         checks.check_token_gaps(lambda steps: [ms for ms, n in steps[1:]])
     with pytest.raises(checks.CheckFailed, match="no τ fits"):
-        checks.check_capped_tau(lambda target_ms, draft_ms, alpha, bound, max_tau: 0)
+        checks.check_capped_tau(lambda target_ms, draft_ms, alpha, bound, max_tau: 1)  # the old fallback
 
     class NeverGrows:
         max_tau = 16

@@ -19,10 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 EXERCISE, MODELS = "03_acceptance_rule", "08_training_a_draft_model"
 LIMIT = 600  # seconds a notebook may run: far more than any of these needs, on any machine
 T1, T2 = "Task 1 · Count the accepted drafts", "Task 2 · By hand"
-T1H = T1 + " (hidden check)"
-ALL = {T1: 1, T1H: 1, T2: 1}
+T3, T4 = "Task 3 · The acceptance rate, derived", "Task 4 · ... and checked by simulation"
+T1H, T3H, T4H = T1 + " (hidden check)", T3 + " (hidden check)", T4 + " (hidden check)"
+AFTER_T2 = {T3: 1, T3H: 1, T4: 1, T4H: 1}
+ALL = {T1: 1, T1H: 1, T2: 1, **AFTER_T2}
 NONE = dict.fromkeys(ALL, 0)
-BEFORE_T2 = {T1: 1, T1H: 1, T2: 0}
+BEFORE_T2 = {T1: 1, T1H: 1, T2: 0, **dict.fromkeys(AFTER_T2, 0)}   # stopped at Task 2: nothing after it counts
+ALL_BUT_T2 = {T1: 1, T1H: 1, T2: 0, **AFTER_T2}
 NO_SANDBOX = sandbox.unavailable_reason()
 needs_sandbox = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"grading runs notebooks in a bubblewrap sandbox and "
                                    f"{NO_SANDBOX} (`make bubblewrap`, run by `make test`, installs it where it can)")
@@ -114,7 +117,7 @@ def test_csv_has_a_row_per_learner_and_task(graded):
     for learner in learners - {"models"}:
         assert set(_by_task(graded, learner)) == {"(notebook)", *ALL}
         assert {r["exercise"] for r in graded["csv"] if r["learner"] == learner} == {EXERCISE}
-    assert "solved" in graded["log"] and "3/3" in graded["log"] and "wrote" in graded["log"]
+    assert "solved" in graded["log"] and "7/7" in graded["log"] and "wrote" in graded["log"]
     assert "TRUSTED" not in graded["log"]
 
 
@@ -124,7 +127,7 @@ def test_solution_full_marks_untouched_zero_half_solved_half(graded):
     assert _by_task(graded, "solved")["(notebook)"][2].startswith("ran in a sandbox in ")
     assert _points(graded, "untouched") == NONE
     assert {m for _, _, m in _by_task(graded, "untouched").values()} == {"not attempted", _by_task(graded, "untouched")["(notebook)"][2]}
-    assert _points(graded, "half") == BEFORE_T2
+    assert _points(graded, "half") == ALL_BUT_T2
 
 
 def test_a_solution_that_takes_models_and_tensors_scores_full_marks(graded):
@@ -151,11 +154,11 @@ def test_corrupt_notebook_is_graded_zero_with_the_reason(graded):
 
 def test_deleted_or_renamed_check_cell_gives_zero_for_its_task_only(graded):
     deleted, renamed = _by_task(graded, "deleted"), _by_task(graded, "renamed")
-    assert _points(graded, "deleted") == BEFORE_T2
+    assert _points(graded, "deleted") == ALL_BUT_T2
     assert deleted[T2][2] == "deleted or renamed cell 0c08957b"
     assert "deleted or renamed cell 0c08957b" in deleted["(notebook)"][2]
     assert "deleted or renamed cell c05" in deleted["(notebook)"][2]  # reported, but costs no points
-    assert _points(graded, "renamed") == {T1: 0, T1H: 0, T2: 1}  # the hidden check belongs to the same task
+    assert _points(graded, "renamed") == {T1: 0, T1H: 0, T2: 1, **AFTER_T2}  # the hidden check belongs to the same task
     assert renamed[T1][2] == renamed[T1H][2] == "deleted or renamed cell c04"
 
 
@@ -223,10 +226,9 @@ def test_grade_command_writes_the_csv_and_a_summary(tmp_path, capsys, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert main(["grade", "subs", "--exercise", "03", "--trusted"]) == 0  # nothing runs: no sandbox needed
     out = capsys.readouterr().out
-    assert "zoe" in out and "0/3" in out and "wrote grades.csv" in out and "TRUSTED" in out
+    assert "zoe" in out and "0/7" in out and "wrote grades.csv" in out and "TRUSTED" in out
     rows = list(csv.DictReader(open(tmp_path / "grades.csv", newline="")))
-    assert [r["task"] for r in rows] == ["(notebook)", "Task 1 · Count the accepted drafts",
-                                         "Task 1 · Count the accepted drafts (hidden check)", "Task 2 · By hand"]
+    assert [r["task"] for r in rows] == ["(notebook)", T1, T1H, T2, T3, T3H, T4, T4H]
     assert rows[0]["message"].startswith("TRUSTED, not sandboxed (--trusted): not valid JSON")
 
 

@@ -121,3 +121,23 @@ def test_bad_traces_and_faults_are_refused_clearly(tmp_path, pair):
     bad.write_text(json.dumps({"kind": "header", "prompt_length": 3}) + "\n")
     with pytest.raises(ValueError, match="no summary"):
         read_trace(bad)
+
+
+def test_a_run_with_low_acceptance_still_gets_the_cost_models_verdict(tmp_path):
+    """Low α is a finding, not a fault of the loop: when the run is also slower than the target alone, the analyser
+    still gives the cost model's verdict (a smaller τ that pays, or none). Costs set by a simulated clock."""
+    from specdec_course.perf.trace import predicted_by_tau
+
+    target, draft = tiny_pair(0, noise=0.5)  # α about 0.2
+    ids = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "low_alpha.jsonl"
+    with clock.simulated_costs(target, draft, target_ms_per_extra_token=5.0):  # T(5)/T(1) = 1.5: not "slow kernels"
+        sc.speculative_generate(target, draft, ids, 40, tau=4, trace=path)
+    diagnosis = analyse_trace(path)
+    n = diagnosis.numbers
+    assert 0.05 < n["alpha"] < 0.3 and n["vs_target"] < 1, str(diagnosis)
+    assert diagnosis.names == ["low_acceptance", "slower_than_target"], str(diagnosis)
+    predicted = predicted_by_tau(n)
+    best = max(predicted, key=predicted.get)
+    verdict = diagnosis.findings[1].message
+    assert verdict.startswith("no τ pays") if predicted[best] <= 1 or best == 4 else f"use τ = {best}" in verdict

@@ -337,3 +337,33 @@ def test_the_budget_is_chosen_from_the_costs_and_the_measured_tokens_per_pass():
     assert dear["budget"] == 1                                   # dear nodes: the smallest tree
     with pytest.raises(ValueError, match="budgets"):
         choose_tree_budget(target, draft, prompt, budgets=(0,), costs=free)
+
+
+def test_trees_grown_by_levels_are_priced_one_draft_pass_per_level_on_the_benchmarks_own_prompts():
+    from specdec_course.models import chat_prompt
+    from specdec_course.perf.trees import choose_tree_budget, predicted_speedup, tree_benchmark
+
+    target = sc.tiny_llama(3, vocab_size=64, peaked=2.0)
+    draft = noisy_copy(target, 0.6, 3)
+    tokenizer, prompts = CharTokenizer(), ["abc de", "fgh ij"]
+    ids = [chat_prompt(tokenizer, p) for p in prompts]
+    costs = {"T": {k: 10.0 + 0.5 * k for k in range(1, 18)}, "draft": 4.0}   # set costs: a dear draft pass
+    by_levels = choose_tree_budget(target, draft, ids, budgets=(1, 2, 8, 16), costs=costs, max_new_tokens=16,
+                                   overhead_ms=2.0, levels=3, eos_token_id=tokenizer.eos_token_id)
+    by_nodes = choose_tree_budget(target, draft, ids, budgets=(1, 2, 8, 16), costs=costs, max_new_tokens=16,
+                                  overhead_ms=2.0, eos_token_id=tokenizer.eos_token_id)
+    assert by_levels["draft_passes"] == {1: 1, 2: 2, 8: 3, 16: 3}          # one per level, never more than the nodes
+    assert by_nodes["draft_passes"] == {1: 1, 2: 2, 8: 8, 16: 16}          # one per node
+    for choice in (by_levels, by_nodes):
+        for b, x in choice["predicted"].items():
+            assert x == pytest.approx(predicted_speedup(costs, choice["tokens_per_pass"][b], choice["draft_passes"][b],
+                                                        b, 2.0))
+        assert choice["budget"] == max(choice["predicted"], key=choice["predicted"].get)
+    # calibrated on the benchmark's own prompts, the choice sees the tokens per pass the benchmark measures
+    report = tree_benchmark(target, draft, tokenizer, prompts, taus=(2,), budgets=(), shapes=(), level_trees=((8, 3),),
+                            max_new_tokens=16, costs=costs, progress=False)
+    (row,) = [r for r in report["rows"] if r["kind"] == "levels"]
+    assert by_levels["tokens_per_pass"][8] == pytest.approx(row["tokens_per_pass"])
+    assert 0 <= report["target_drift"] < 10
+    with pytest.raises(ValueError, match="levels"):
+        choose_tree_budget(target, draft, ids, budgets=(2,), costs=costs, levels=0)

@@ -637,6 +637,133 @@ def check_by_hand(fn) -> None:
     _all_cases("by_hand", failures, 3, "by hand: verdicts A A R A, n = 2, and 3 tokens appended (2 drafts + the correction)")
 
 
+def acceptance_cases(seed: int = 0, count: int = 5):
+    """(p, q) pairs over small vocabularies for exercise 03's acceptance rate: random pairs (one with zeros in p and in
+    q), then p == q (every draft accepted) and disjoint supports (none accepted)."""
+    gen = torch.Generator().manual_seed(300 + seed)
+    cases = []
+    for i in range(count - 2):
+        vocab = 4 + 2 * i
+        p = torch.softmax(torch.randn(vocab, generator=gen) * (1.0 + i), -1)
+        q = torch.softmax(torch.randn(vocab, generator=gen) * (1.0 + i), -1)
+        if i == count - 3:  # tokens one model never proposes: q(y) = 0 at one, p(y) = 0 at another
+            p[0], q[1] = 0.0, 0.0
+            p, q = p / p.sum(), q / q.sum()
+        cases.append((p, q))
+    p = torch.softmax(torch.randn(5, generator=gen), -1)
+    cases.append((p, p.clone()))
+    cases.append((torch.tensor([0.6, 0.4, 0.0, 0.0]), torch.tensor([0.0, 0.0, 0.3, 0.7])))
+    return cases
+
+
+def _acceptance_mistakes(p: torch.Tensor, q: torch.Tensor) -> dict:
+    """What the usual wrong answers give for (p, q): the hint for each."""
+    seen = q > 0
+    ratio = torch.where(seen, p / torch.where(seen, q, torch.ones_like(q)), torch.zeros_like(p))
+    return {"Σ_y min(1, p/q): that adds the probability of accepting each token as if every token were proposed; "
+            "weight it by how often the draft proposes y, q(y)": float(torch.clamp(ratio, max=1)[seen].sum()),
+            "p/q without the min: a probability of acceptance is at most 1": float(p[seen].sum()),
+            "drafts drawn from p: the draft model proposes from q, so weight by q(y)":
+                float((p * torch.clamp(ratio, max=1)).sum()),
+            "a greedy draft (always argmax q): the exact rule SAMPLES each draft from q":
+                float(torch.clamp(ratio, max=1)[int(q.argmax())]),
+            "drafts drawn uniformly over the vocabulary: draw them from q": float(torch.clamp(ratio, max=1).mean()),
+            "1 − Σ|p − q|: TV(p, q) = ½ Σ|p − q|, so the rate is 1 − ½ Σ|p − q|": float(1 - (p - q).abs().sum())}
+
+
+SIMULATION_MISTAKES = ("drafts drawn from p", "a greedy draft", "drafts drawn uniformly")  # what a simulation can get wrong
+
+
+def _mistake_hint(got: float, p, q, tolerance: float, simulated: bool = False) -> str | None:
+    right = float(torch.minimum(p, q).sum())
+    near = [(abs(got - value), hint) for hint, value in _acceptance_mistakes(p, q).items()
+            if (not simulated or hint.startswith(SIMULATION_MISTAKES))
+            and abs(value - right) > 2 * tolerance and abs(got - value) <= tolerance]
+    return min(near)[1] if near else None  # the mistake that explains the answer best
+
+
+def _as_float(got):
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        return float(got)
+    if isinstance(got, (int, float)) and not isinstance(got, bool):
+        return float(got)
+    return None
+
+
+def judge_acceptance_rate(got, p: torch.Tensor, q: torch.Tensor, label: str) -> str | None:
+    """What is wrong with ``got`` as the acceptance rate of drafts drawn from q and tested against p (None: nothing)."""
+    value = _as_float(got)
+    if value is None:
+        return f"{label}: expected a number, got {type(got).__name__}"
+    expected = float(torch.minimum(p, q).sum())
+    if abs(value - expected) <= 1e-5:
+        return None
+    hint = _mistake_hint(value, p, q, 1e-5)
+    return f"{label}: expected {expected:.4f}, got {value:.4f}" + (f" ({hint})" if hint else "")
+
+
+def check_acceptance_rate(fn) -> None:
+    """fn(p, q) -> the probability that a draft drawn from q passes the test against p: Σ_y min(p(y), q(y))."""
+    failures, cases = [], acceptance_cases()
+    for index, (p, q) in enumerate(cases):
+        label = f"case #{index} (vocabulary {len(p)}{', p == q' if torch.equal(p, q) else ''})"
+        got = _attempt(failures, label, fn, p.clone(), q.clone())
+        if got is _FAILED:
+            continue
+        problem = judge_acceptance_rate(got, p, q, label)
+        if problem:
+            failures.append(problem)
+    _all_cases("acceptance_rate", failures, len(cases), "acceptance_rate gives Σ_y q(y)·min(1, p(y)/q(y)) = Σ_y min(p(y), "
+               "q(y)) = 1 − TV(p, q) on every case (including p == q and disjoint supports)",
+               hint="P(accept) = Σ_y P(draft = y)·P(accept | y) = Σ_y q(y)·min(1, p(y)/q(y))")
+
+
+def judge_simulated_rate(fn, p: torch.Tensor, q: torch.Tensor, n: int, seed: int, label: str,
+                         failures: list) -> bool:
+    """Run the learner's simulation on (p, q) with n draws, twice with seed ``seed`` and once with another; note in
+    ``failures`` what is wrong. Returns True when the rate varied with the seed (a simulation, not a formula)."""
+    first = _attempt(failures, label, fn, p.clone(), q.clone(), n, torch.Generator().manual_seed(seed))
+    if first is _FAILED:
+        return False
+    value = _as_float(first)
+    if value is None:
+        failures.append(f"{label}: expected the fraction of accepted drafts (a number), got {type(first).__name__}")
+        return False
+    if abs(value * n - round(value * n)) > 1e-6 * n:
+        failures.append(f"{label}: {value:.6f} is not a fraction of the {n} draws: count the accepted drafts and "
+                        "divide by n (a simulation, not a formula)")
+        return False
+    expected = float(torch.minimum(p, q).sum())
+    tolerance = 4.5 * math.sqrt(max(expected * (1 - expected), 1 / n) / n)
+    if abs(value - expected) > tolerance:
+        hint = _mistake_hint(value, p, q, tolerance, simulated=True)
+        failures.append(f"{label}: simulated {value:.4f}, but drafts from q pass with probability Σ min(p, q) = "
+                        f"{expected:.4f} (± {tolerance:.4f} for {n} draws)" + (f": {hint}" if hint else ""))
+        return False
+    again = _as_float(_attempt(failures, label, fn, p.clone(), q.clone(), n, torch.Generator().manual_seed(seed)))
+    if again != value:
+        failures.append(f"{label}: the same seed gave {value} and then {again}: draw every random number (the drafts "
+                        "and r) from the generator you are given")
+        return False
+    other = _as_float(_attempt(failures, label, fn, p.clone(), q.clone(), n, torch.Generator().manual_seed(seed + 1)))
+    return other is not None and other != value
+
+
+def check_simulate_acceptance(fn) -> None:
+    """fn(p, q, n, generator) -> the fraction of n drafts, each drawn from q and tested against p, that pass."""
+    failures, cases, varied = [], acceptance_cases(), False
+    for index, (p, q) in enumerate(cases):
+        label = f"case #{index} (vocabulary {len(p)}{', p == q' if torch.equal(p, q) else ''})"
+        varied |= judge_simulated_rate(fn, p, q, 20_000, 30 + index, label, failures)
+    if not failures and not varied:
+        failures.append("every case gave the same rate for two different seeds: draw the drafts and r from the "
+                        "generator you are given")
+    _all_cases("simulate_acceptance", failures, len(cases), "your simulation draws drafts from q, applies the test, and "
+               "its rate matches Σ min(p, q) within the spread of 20,000 draws on every case",
+               hint="y = torch.multinomial(q, n, replacement=True, generator=generator); r = torch.rand(n, "
+                    "generator=generator); accept where p[y] ≥ q[y] or r ≤ p[y]/q[y]")
+
+
 def check_greedy_correction(fn) -> None:
     """fn(p, n) -> the target's argmax at row n."""
     gen = torch.Generator().manual_seed(1)
@@ -978,7 +1105,8 @@ def check_token_gaps(fn) -> None:
 
 
 def check_capped_tau(fn) -> None:
-    """fn(target_ms, draft_ms, alpha, max_step_ms, max_tau) -> fastest τ whose step τ·d + T(τ+1) fits; 1 if none does."""
+    """fn(target_ms, draft_ms, alpha, max_step_ms, max_tau) -> fastest τ whose step τ·d + T(τ+1) fits; 0 (the target
+    alone) if no τ ≥ 1 does."""
     from ..perf.cost_model import Costs, expected_tokens_per_step
 
     target_ms = {k: 30.0 * (1 + 0.05 * (k - 1)) for k in range(1, 14)}
@@ -988,11 +1116,11 @@ def check_capped_tau(fn) -> None:
             total += 1
             costs = Costs(target_ms, 2.0)
             fitting = [t for t in range(1, 13) if costs.step_ms(t) <= bound]
-            expected = max(fitting, key=lambda t: costs.speedup(expected_tokens_per_step(alpha, t), t)) if fitting else 1
+            expected = max(fitting, key=lambda t: costs.speedup(expected_tokens_per_step(alpha, t), t)) if fitting else 0
             got = _call(fn, dict(target_ms), 2.0, alpha, bound, 12)
             if got != expected:
                 failures.append(f"α={alpha}, bound {bound} ms: expected τ={expected}, got {got!r}"
-                                + (" (no τ fits: fall back to 1)" if not fitting else ""))
+                                + (" (no τ fits: return 0, the target alone)" if not fitting else ""))
     _all_cases("capped_tau", failures, total, "capped_tau respects the step bound and is fastest within it")
 
 

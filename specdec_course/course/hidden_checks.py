@@ -168,6 +168,35 @@ def textbook_accept(fn) -> None:
             _fail(f"hidden case with {len(p)} drafts: expected n = {expected}, got {got}")
 
 
+def _acceptance_hidden_cases():
+    import torch
+
+    cases = _checks().acceptance_cases(seed=11, count=6)
+    cases.append((torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.2, 0.5, 0.3])))  # one-hot target: the rate is q(y*)
+    cases.append((torch.tensor([0.25] * 4), torch.tensor([0.97, 0.01, 0.01, 0.01])))  # a peaked draft, a flat target
+    return cases
+
+
+def acceptance_rate(fn) -> None:
+    checks = _checks()
+    for index, (p, q) in enumerate(_acceptance_hidden_cases()):
+        problem = checks.judge_acceptance_rate(checks._call(fn, p.clone(), q.clone()), p, q, f"hidden case #{index}")
+        if problem:
+            _fail(problem)
+
+
+def simulate_acceptance(fn) -> None:
+    checks = _checks()
+    failures, varied = [], False
+    for index, (p, q) in enumerate(_acceptance_hidden_cases()):
+        varied |= checks.judge_simulated_rate(fn, p, q, (5_000, 30_000)[index % 2], 90 + index, f"hidden case #{index}",
+                                              failures)
+        if failures:
+            _fail(failures[0])
+    if not varied:
+        _fail("hidden cases: two different seeds gave the same rate every time: draw from the generator you are given")
+
+
 # --------------------------------------------------------------------------- 04
 def greedy_correction(fn) -> None:
     import torch
@@ -449,7 +478,9 @@ HIDDEN = {
     "01_greedy_draft_generation": {"c04": ("draft_tokens", draft_tokens, 1),
                                    "c09": ("kept_per_position", kept_per_position, 1)},
     "02_parallel_verification": {"c04": ("verify", verify, 1), "c09": ("cached_pass_gap", cached_pass_gap, 1)},
-    "03_acceptance_rule": {"c04": ("textbook_accept", textbook_accept, 1)},
+    "03_acceptance_rule": {"c04": ("textbook_accept", textbook_accept, 1),
+                           "c10": ("acceptance_rate", acceptance_rate, 1),
+                           "c13": ("simulate_acceptance", simulate_acceptance, 1)},
     "04_correction_and_the_full_loop": {"c04": ("greedy_correction", greedy_correction, 1),
                                         "c07": ("sequence_after_step", sequence_after_step, 1),
                                         "31a94244": ("speculative_greedy", speculative_greedy, 1),

@@ -96,10 +96,17 @@ def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens:
     speculative greedy for each τ and cache kind, then each τ policy in ``policies`` ("adaptive", "heuristic"), then
     with ``assisted`` transformers' ``generate(do_sample=False)`` and its assisted generation with the same draft at
     its defaults and with a constant number of assistant tokens equal to each τ.
-    With ``predict``: the cost model's speedup beside each measured one, from T(k) and d measured at the start
-    (``costs``, else ``cost_model.measure_costs``, median of ``cost_repeats`` passes), the loop overheads measured on the target-only run, and α from the
-    draft's agreement with the target's greedy output on these prompts; "predicted" assumes independent positions,
-    "predicted_replay" replays the agreement exactly (see ``cost_model.replay_greedy``).
+    With ``predict``: the cost model's speedup beside each measured one, from T(k), d and d₀ (``costs``, else
+    ``cost_model.measure_costs`` at the start, median of ``cost_repeats`` passes) and α from the draft's agreement with
+    the target's greedy output on these prompts; "predicted" assumes independent positions, "predicted_replay" replays
+    the agreement exactly (see ``cost_model.replay_greedy``).
+
+    The cost set is scaled to this run's own pace (``report["prediction"]["costs"]``, its ``scale``): T(1) becomes the
+    target-only runs' mean time per token after the prompt, and every T(k), d and d₀ moves by the same factor. Costs
+    measured at another moment differ from the run's by the machine's drift (a shared or virtual CPU changes speed by
+    10-30 % within minutes), which moves every pass alike, while the loop's own work per token is about 1 % of T(1)
+    (o and o₁ are folded into the scale). Taking the difference as an overhead instead would price target-only tokens
+    and speculative steps at two different moments: a negative o₁ with o clamped at 0 biased every prediction down.
     """
     from .analysis import greedy_matches
     from .cost_model import measure_costs
@@ -114,14 +121,9 @@ def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens:
     if predict:
         if costs is None:
             costs = measure_costs(target, draft, repeats=cost_repeats)
-        # the target-only run just made gives each prompt's prefill and the loop's time per later token; what it
-        # spends beyond T(1) is the loop's own work (o₁), and a speculative step is assumed to spend the same (o)
-        steady = [t for b in baseline for t in b.token_times[1:]]
-        costs.target_overhead_ms = 1000 * sum(steady) / max(len(steady), 1) - costs.target_ms[1]
-        costs.overhead_ms = max(costs.target_overhead_ms, 0.0)
         matches = [greedy_matches(draft, x, b.tokens) for x, b in zip(ids, baseline)]
         alpha = sum(map(sum, matches)) / max(sum(map(len, matches)), 1)
-        prediction = {"alpha": alpha, "costs": costs.to_dict(), "matches": matches,
+        prediction = {"alpha": alpha, "measured_costs": costs, "matches": matches,
                       "prefill_ms": [1000 * b.token_times[0] for b in baseline]}
 
     rows = []
@@ -146,7 +148,7 @@ def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens:
                "alpha": alpha_from_steps(steps), "kept_fraction": kept_fraction_of_steps(steps),
                "tokens_per_pass": tokens / max(len(steps), 1), "mean_tau": sum(s.tau for s in steps) / max(len(steps), 1)}
         if prediction and isinstance(tau, int) and kind != "none":
-            row.update(_prediction(costs, prediction, tau))
+            row["_predict_tau"] = tau  # predicted once the target-only pace of the whole run is known
         add(row)
 
     for tau in taus:
@@ -169,6 +171,17 @@ def run_benchmark(target, draft, tokenizer, *, taus=range(1, 9), max_new_tokens:
                  "identical": all(o == b.tokens for o, b in zip(outputs, baseline)), "tokens_per_pass": tokens / max(passes, 1)})
     again, last_time = _target_only(target, ids, max_new_tokens, eos)
     base_tps = n_tokens / ((first_time + last_time) / 2)
+    if prediction:
+        # the cost set at this run's own pace: T(1) := the target-only runs' mean time per token after the prompt
+        steady = [t for run in (baseline, again) for b in run for t in b.token_times[1:]]
+        measured = prediction["measured_costs"]
+        pace_ms = 1000 * sum(steady) / len(steady) if steady else measured.target_ms[1] + measured.target_overhead_ms
+        costs = measured.scaled(pace_ms / (measured.target_ms[1] + measured.target_overhead_ms))
+        prediction["costs"] = costs.to_dict()
+        for row in rows:
+            tau = row.pop("_predict_tau", None)
+            if tau is not None:
+                row.update(_prediction(costs, prediction, tau))
     for row in rows:
         row["ratio"] = row["tokens_per_s"] / base_tps
     rows.insert(0, {"config": "target only (course loop)", "tau": None, "tokens_per_s": base_tps, "ratio": 1.0,
@@ -219,7 +232,8 @@ def format_table(report: dict) -> str:
         lines.append(f"cost model: alpha = {prediction['alpha']:.3f} (draft/target greedy agreement over {prediction['positions']} "
                      f"positions), T(1) = {c['target_ms'][ks[0]]:.1f} ms, T({ks[-1]})/T(1) = "
                      f"{c['target_ms'][ks[-1]] / c['target_ms'][ks[0]]:.2f}, draft per step {c.get('draft_step_ms', 0):.2f} + "
-                     f"tau x {c['draft_ms']:.2f} ms (c = {c['c']:.3f}), loop overhead {c['overhead_ms']:.1f} ms per step")
+                     f"tau x {c['draft_ms']:.2f} ms (c = {c['c']:.3f}); the measured costs scaled x{c.get('scale', 1.0):.2f} "
+                     "to this run's target-only pace")
     tau = f", tau={best['tau']}" if best["tau"] is not None else ""  # a policy's row names its τ in the config
     lines.append(f"best of ours: {best['config']}{tau}: {best['ratio']:.2f}x target-only greedy; "
                  f"all outputs identical to target greedy: {all(r['identical'] for r in report['rows'])}")

@@ -121,6 +121,7 @@ class Costs:
     target_overhead_ms: float = 0.0
     draft_step_ms: float = 0.0
     source: str = field(default="", compare=False)
+    scale: float = field(default=1.0, compare=False)  # the factor ``scaled`` applied to the measured costs
 
     def __post_init__(self):
         self.target_ms = {int(k): float(v) for k, v in self.target_ms.items()}
@@ -154,10 +155,25 @@ class Costs:
         """Tokens per step × (time per target-only token) / (time per step)."""
         return tokens_per_step * (self.target_ms[1] + self.target_overhead_ms) / self.step_ms(tau)
 
+    def scaled(self, factor: float) -> "Costs":
+        """The same cost set at another moment of a machine whose speed drifts: every T(k), d and d₀ times ``factor``
+        (T(k)/T(1), c and the predicted speedups stay as they are); o and o₁ scaled alike."""
+        if not factor > 0:
+            raise ValueError(f"a cost set is scaled by a factor > 0, got {factor!r}")
+        return Costs({k: factor * v for k, v in self.target_ms.items()}, factor * self.draft_ms,
+                     overhead_ms=factor * self.overhead_ms, target_overhead_ms=factor * self.target_overhead_ms,
+                     draft_step_ms=factor * self.draft_step_ms, source=self.source, scale=self.scale * factor)
+
     def to_dict(self) -> dict:
         return {"target_ms": self.target_ms, "draft_ms": self.draft_ms, "draft_step_ms": self.draft_step_ms,
                 "overhead_ms": self.overhead_ms, "target_overhead_ms": self.target_overhead_ms, "c": self.c,
-                "source": self.source}
+                "source": self.source, "scale": self.scale}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Costs":
+        """The cost set ``to_dict`` wrote (``c`` is computed, not read)."""
+        keys = ("target_ms", "draft_ms", "overhead_ms", "target_overhead_ms", "draft_step_ms", "source", "scale")
+        return cls(**{k: data[k] for k in keys if k in data})
 
 
 def predict(costs: Costs, alpha: float, taus=range(1, 9), *, profile: list[float] | None = None,
@@ -280,9 +296,11 @@ def _drafter_label(draft) -> str:
 
 def run_speedup(costs: Costs, prompts: list[tuple[float, int, float]], tau: int) -> float:
     """Predicted speedup of a whole run: each prompt given as (prefill ms, tokens, target passes). Target-only: the
-    prefill pass gives the first token, then T(1) + o₁ per token. Speculative: the prefill, then one step per pass."""
+    prefill pass gives the first token, then T(1) + o₁ per token. Speculative: the first step's drafts (d₀ + τ·d),
+    verified in the prefill pass itself (the prompt and the τ drafts in one pass), then one step per later pass."""
     target_ms = sum(prefill + (tokens - 1) * costs.step_ms(0) for prefill, tokens, _ in prompts)
-    speculative_ms = sum(prefill + passes * costs.step_ms(tau) for prefill, _, passes in prompts)
+    first_drafts = costs.draft_step_ms + tau * costs.draft_ms
+    speculative_ms = sum(prefill + first_drafts + max(passes - 1, 0) * costs.step_ms(tau) for prefill, _, passes in prompts)
     return target_ms / speculative_ms
 
 

@@ -4,7 +4,8 @@ A policy answers one question before every step, ``next_tau()``, and learns from
 ``update(step)`` (a ``StepTrace``: τ, accepted count, draft and verify times, tokens the target read).
 Any object with these two methods (and ``max_tau``, the largest τ it may ask for) can drive
 ``speculative_generate(tau=policy)``. τ changes only how many drafts are proposed, never which token is
-kept, so every policy gives output identical to the target's greedy decoding.
+kept, so every policy gives output identical to the target's greedy decoding. ``next_tau()`` may return 0: that step
+runs the target alone (no draft, one token), e.g. when a latency bound leaves no room for any draft.
 """
 from __future__ import annotations
 

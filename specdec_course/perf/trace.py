@@ -30,8 +30,11 @@ FINDINGS = {
     "slow_kernels": "a pass over τ + 1 tokens costs much more than a one-token pass",
     "slow_draft": "drafting costs too much next to verification",
     "low_acceptance": "the draft rarely agrees with the target",
-    "slower_than_target": "a healthy run, slower than the target alone: τ too large, or no τ pays",
+    "slower_than_target": "a run with no broken part, slower than the target alone: τ too large, or no τ pays",
 }
+
+
+BROKEN = {"stale_cache", "verification_not_one_pass", "prompt_mismatch"}  # faults of the loop, not of the costs
 
 
 class count_calls:
@@ -212,7 +215,9 @@ def analyse_trace(trace) -> Diagnosis:
             f"α ≈ {numbers['alpha']:.2f}: most drafts are rejected ({numbers['tokens_per_pass']:.2f} tokens per target pass). "
             "Check that the draft sees the same text as the target, and whether these prompts are unlike the draft's "
             "training data; with α this low only τ = 1 or 2 can pay, and only where verification is nearly free.")))
-    if not findings and numbers.get("vs_target", 1.0) < 1.0:
+    # a run that is slower than the target alone gets the cost model's verdict (a smaller τ that pays, or none) unless
+    # something is broken: low α, a dear draft or steep kernels are what the verdict weighs, not reasons to leave it out
+    if not set(f.name for f in findings) & BROKEN and numbers.get("vs_target", 1.0) < 1.0 and "c" in numbers:
         findings.append(_slower_than_target(numbers))
     return Diagnosis(numbers, findings)
 

@@ -4,7 +4,8 @@ A step of either kind costs the draft's passes, one target pass over the m draft
 read yet) and the loop's own overhead o; it yields the E accepted nodes and one token of the target's:
 
     step  = passes · d + T(m + 1) + o            a chain of τ: m = τ nodes, τ draft passes
-    speedup = (E + 1) · (T(1) + o) / step         a dynamic tree of b nodes: b passes; a static shape: one per level
+    speedup = (E + 1) · (T(1) + o) / step         a dynamic tree of b nodes: b passes (grown a level at a time:
+                                                  one per level); a static shape: one per level
 
 against target-only at T(1) + o per token. A tree buys a larger E with more nodes (a larger T(m + 1)) and more draft
 passes; which budget pays is a question for the machine's own T(k) and d, and for how much the draft's second and third
@@ -91,7 +92,8 @@ def tree_benchmark(target, draft, tokenizer, prompts, *, taus=(2, 3), budgets=(4
                    progress: bool = True) -> dict:
     """Target-only, chains of each τ and trees (dynamic of each budget; dynamic grown a level at a time, each
     (budget, levels) of ``level_trees``; static of each shape) from the same draft,
-    prompt by prompt in turns. Each row: tokens/s, ratio to target-only, tokens per target pass, nodes, draft passes,
+    prompt by prompt in turns (target-only runs again at the end of each prompt's round: ``target_drift`` is how
+    far its speed moved, the run's own noise). Each row: tokens/s, ratio to target-only, tokens per target pass, nodes, draft passes,
     the cost model's predicted speedup (from ``costs``, measured first when not given, and the row's own tokens per
     pass) and whether every output equals target-only greedy."""
     from ..models import chat_prompt
@@ -103,20 +105,25 @@ def tree_benchmark(target, draft, tokenizer, prompts, *, taus=(2, 3), budgets=(4
     ids = [chat_prompt(tokenizer, p).to(target.device) for p in prompts]
     eos = tokenizer.eos_token_id
     totals = {c: {"seconds": 0.0, "tokens": 0, "passes": 0, "identical": []} for c in configs}
+    again = {"seconds": 0.0, "tokens": 0}  # target-only once more at the end of each prompt: the run's own drift
     for index, x in enumerate(ids):
         reference = None
-        for config in configs:
+        for config in configs + [("target", "again")]:
             start = clock.now()
             tokens, passes = run_configuration(target, draft, x, max_new_tokens, eos, *config)
-            row = totals[config]
+            row = totals[config] if config[1] != "again" else again
             row["seconds"] += clock.now() - start
             row["tokens"] += len(tokens)
+            if config[1] == "again":
+                continue
             row["passes"] += passes
             reference = tokens if reference is None else reference
             row["identical"].append(tokens == reference)
         if progress:
             print(f"prompt {index + 1}/{len(ids)} done", flush=True)
     base = totals[("target", None)]
+    # how far target-only speed moved between the start and the end of each prompt's round: the run's noise
+    drift = abs((again["tokens"] / again["seconds"]) / (base["tokens"] / base["seconds"]) - 1)
     per_token_ms = 1000 * base["seconds"] / max(base["tokens"], 1)
     overhead = max(per_token_ms - costs["T"][1], 0.0)
     rows = []
@@ -130,7 +137,7 @@ def tree_benchmark(target, draft, tokenizer, prompts, *, taus=(2, 3), budgets=(4
                                                    nodes_of(kind, setting), overhead))
         rows.append(row)
     return {"prompts": list(prompts), "max_new_tokens": max_new_tokens, "costs_ms": costs, "overhead_ms": overhead,
-            "rows": rows}
+            "target_drift": drift, "rows": rows}
 
 
 def best_rows(report: dict) -> dict:
@@ -173,6 +180,9 @@ def format_tree_table(report: dict) -> str:
     lines += ["", f"cost model: T(1) = {T[1]:.1f} ms, T({max(T)})/T(1) = {T[max(T)] / T[1]:.2f}, one draft pass "
                   f"{report['costs_ms']['draft']:.1f} ms, loop overhead {report['overhead_ms']:.1f} ms per target pass; "
                   "predicted = (tokens per pass)(T(1) + o) / (passes · d + T(nodes + 1) + o)"]
+    if "target_drift" in report:
+        lines.append(f"target-only speed at the end of each round against its start: {report['target_drift']:.1%} apart "
+                     "(this run's noise)")
     if any(r["kind"] == "chain" for r in report["rows"]) and any(r["kind"] in ("tree", "levels", "static")
                                                                 for r in report["rows"]):
         best = best_rows(report)
@@ -183,19 +193,42 @@ def format_tree_table(report: dict) -> str:
 
 @torch.no_grad()
 def choose_tree_budget(target, draft, prompt_ids, *, budgets=(2, 4, 6, 8, 12, 16), costs: dict | None = None,
-                       max_new_tokens: int = 32, overhead_ms: float = 0.0) -> dict:
-    """The dynamic tree's node budget chosen by measurement: for each budget, tokens per target pass on a calibration
-    prompt (greedy, so the same on every machine) and the machine's costs (``step_costs`` when not given) give a
-    predicted speedup; the largest wins. Returns {"budget", "predicted": {b: x}, "tokens_per_pass": {b: n}}."""
+                       max_new_tokens: int = 32, overhead_ms: float = 0.0, levels: int | None = None,
+                       eos_token_id=None) -> dict:
+    """The dynamic tree's node budget chosen by measurement: for each budget b, the tokens per target pass that trees of
+    b nodes keep on the calibration prompts (greedy, so the same on every machine) and the machine's costs
+    (``step_costs`` when not given) give a predicted speedup; the largest wins.
+
+    ``prompt_ids``: one prompt (a (1, n) tensor) or a list of them; calibrate on the prompts the choice is meant for
+    (the benchmark's own, to compare the choice with what it measures), with the same ``max_new_tokens`` and
+    ``eos_token_id``. ``levels``: the trees grow a level at a time (EAGLE-2's way, ``grow_tree_by_levels``) in
+    min(levels, b) draft passes, and are priced so: one draft pass per level, not per node; None: a node at a time,
+    one draft pass per node. Returns {"budget", "predicted": {b: x}, "tokens_per_pass": {b: n},
+    "draft_passes": {b: passes}, "levels"}."""
     from ..tree import tree_generate
 
     if not budgets or any(int(b) < 1 for b in budgets):
         raise ValueError(f"budgets must be node counts of at least 1, got {budgets!r}")
+    if levels is not None and int(levels) < 1:
+        raise ValueError(f"levels (draft passes per tree) must be at least 1, got {levels!r}")
+    prompts = [prompt_ids] if isinstance(prompt_ids, torch.Tensor) else list(prompt_ids)
+    if not prompts:
+        raise ValueError("give at least one calibration prompt")
     costs = costs or step_costs(target, draft, max_nodes=max(budgets))
-    per_pass, predicted = {}, {}
+    per_pass, predicted, passes_of = {}, {}, {}
     for b in budgets:
-        result = tree_generate(target, draft, prompt_ids, max_new_tokens, budget=b)
-        per_pass[b] = result.tokens_per_pass
-        predicted[b] = predicted_speedup(costs, per_pass[b], draft_passes("tree", b), b, overhead_ms)
+        if levels is None:
+            kind, setting, options = "tree", b, {"budget": b}
+        else:
+            depth = min(int(levels), int(b))  # a tree of b nodes is at most b deep
+            kind, setting, options = "levels", (b, depth), {"budget": b, "levels": depth}
+        tokens = passes = 0
+        for x in prompts:
+            result = tree_generate(target, draft, x, max_new_tokens, eos_token_id=eos_token_id, **options)
+            tokens, passes = tokens + len(result.tokens), passes + result.target_passes
+        per_pass[b] = tokens / max(passes, 1)
+        passes_of[b] = draft_passes(kind, setting)
+        predicted[b] = predicted_speedup(costs, per_pass[b], passes_of[b], b, overhead_ms)
     best = max(budgets, key=lambda b: predicted[b])
-    return {"budget": best, "predicted": predicted, "tokens_per_pass": per_pass}
+    return {"budget": best, "predicted": predicted, "tokens_per_pass": per_pass, "draft_passes": passes_of,
+            "levels": levels}
