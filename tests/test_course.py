@@ -223,6 +223,8 @@ def test_every_measurement_is_judged_by_code_and_markdown_states_no_measured_out
     for section in _sections(path):
         measured_at = None
         for index, kind, source, cell in section:
+            if kind == "code" and "quiz_for(" in source:
+                continue  # the quiz's worked numbers are given, not measured
             if kind == "code":
                 out = _output_text(cell)
                 if VERDICT in out:

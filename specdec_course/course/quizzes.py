@@ -303,7 +303,7 @@ QUIZZES: dict[str, list[Question]] = {
           1, "Only α and c change with the subset: the target verifies every draft and its correction can be any token."),
         Q("You want to know whether self-instruct requests make a better draft than templated prompts. Which "
           "comparison can tell?",
-          ["The shipped draft's α against the α of the previous course draft",
+          ["The shipped draft's α against an older design's α from its model card",
            "One draft's agreement on its own training answers and on new ones",
            "Two copies of one early exit, trained alike on either prompt set"],
           2, "Only a like-with-like run isolates the data: the two course drafts also differ in architecture, "
