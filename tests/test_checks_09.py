@@ -3,7 +3,7 @@ agree with the cost model. Tiny models and hand-made numbers only."""
 import pytest
 import torch
 
-from specdec_course.course import checks, hidden_checks
+from specdec_course.course import checks, hidden_checks, references
 from specdec_course.draft import Draft
 from specdec_course.drafters import Drafter, find_continuation as reference_continuation
 
@@ -73,7 +73,7 @@ def test_the_expected_choices_differ_from_case_to_case():
     names = set()
     for curve in checks.COST_CURVES.values():
         for memory_mb, max_step in ((None, None), (50, None), (0, None), (None, 0.9)):
-            options = checks._drafter_options(checks.DRAFTER_TABLE, curve, memory_mb, max_step, 8)
+            options = references.drafter_options(checks.DRAFTER_TABLE, curve, memory_mb, max_step, 8)
             names.add(max(options, key=options.get)[0])
     assert names == {"quantized copy", "draft model", "prompt lookup", "target only"}
 
@@ -95,10 +95,10 @@ def test_stubs_are_not_attempted():
 
 def test_the_usual_lookup_mistakes_are_named():
     def oldest(tokens, tau, max_ngram=3):
-        return checks._continuation(tokens, tau, max_ngram, oldest=True)
+        return references.continuation(tokens, tau, max_ngram, oldest=True)
 
     def shortest_first(tokens, tau, max_ngram=3):
-        return checks._continuation(tokens, tau, max_ngram, shortest_first=True)
+        return references.continuation(tokens, tau, max_ngram, shortest_first=True)
 
     with pytest.raises(checks.CheckFailed, match="OLDEST occurrence"):
         checks.check_find_continuation(oldest)

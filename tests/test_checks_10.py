@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from specdec_course.course import checks, hidden_checks
+from specdec_course.course import checks, hidden_checks, references
 from specdec_course.tree import TokenTree, accept_greedy, tree_mask as reference_mask
 
 
@@ -17,7 +17,7 @@ def longest_accepted_path(tokens, parents, target_argmax):
 
 
 def best_static_shape(alpha_of_rank, cost_curve, c, max_nodes):
-    values = checks.static_shape_values(alpha_of_rank, cost_curve, c, max_nodes)
+    values = references.static_shape_values(alpha_of_rank, cost_curve, c, max_nodes)
     return max(values, key=values.get)
 
 
@@ -33,10 +33,10 @@ def test_right_answers_pass_the_visible_and_the_hidden_checks(capsys):
 
 
 def test_the_checks_reference_walk_on_hand_made_trees():
-    assert checks._tree_walk([1, 2, 3], [-1, 0, 0], [1, 3, 8, 9]) == ([0, 2], 9)   # the task's example
-    assert checks._tree_walk([5], [-1], [4, 6]) == ([], 4)                          # nothing accepted: the correction
-    assert checks._tree_walk([4, 5], [-1, -1], [5, 0, 7]) == ([1], 7)               # the second sibling matches
-    assert checks._tree_walk([4, 5, 6], [-1, 0, 1], [4, 5, 6, 12]) == ([0, 1, 2], 12)  # a leaf: the bonus token
+    assert references.tree_walk([1, 2, 3], [-1, 0, 0], [1, 3, 8, 9]) == ([0, 2], 9)   # the task's example
+    assert references.tree_walk([5], [-1], [4, 6]) == ([], 4)                          # nothing accepted: the correction
+    assert references.tree_walk([4, 5], [-1, -1], [5, 0, 7]) == ([1], 7)               # the second sibling matches
+    assert references.tree_walk([4, 5, 6], [-1, 0, 1], [4, 5, 6, 12]) == ([0, 1, 2], 12)  # a leaf: the bonus token
 
 
 def test_a_causal_mask_is_caught_as_seeing_a_sibling():
@@ -113,7 +113,7 @@ def test_a_shape_choice_that_ignores_the_draft_passes_is_caught():
 
 def test_shape_values_follow_the_formula():
     curve = {k: 1.0 + 0.1 * (k - 1) for k in range(1, 10)}
-    values = checks.static_shape_values([0.5, 0.2], curve, 0.1, 3)
+    values = references.static_shape_values([0.5, 0.2], curve, 0.1, 3)
     assert len(values) == 7  # 1 + 2 + 4 compositions of 1, 2 and 3 nodes
     assert values[(1,)] == pytest.approx(1.5 / (0.1 + 1.1))
     assert values[(2, 1)] == pytest.approx((1 + 0.7 + 0.5 * 0.5) / (0.2 + 1.3))

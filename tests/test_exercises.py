@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from specdec_course.course import checks, exercises
+from specdec_course.course import checks, exercises, references
 from specdec_course.generation import autoregressive_generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -346,18 +346,18 @@ def test_check_by_hand_names_each_wrong_part():
 def test_check_cached_pass_gap_takes_the_reference_and_names_two_mistakes():
     from specdec_course.course import hidden_checks
 
-    checks.check_cached_pass_gap(checks.cached_pass_gap)
-    hidden_checks.cached_pass_gap(checks.cached_pass_gap)
+    checks.check_cached_pass_gap(references.cached_pass_gap)
+    hidden_checks.cached_pass_gap(references.cached_pass_gap)
 
     def same_pass_twice(target, input_ids, draft_ids):  # both ways one pass over the whole sequence: no rounding at all
-        difference, margin = checks.cached_pass_gap(target, input_ids, draft_ids)
+        difference, margin = references.cached_pass_gap(target, input_ids, draft_ids)
         return 0.0, margin
 
     with pytest.raises(checks.CheckFailed, match="agree exactly"):
         checks.check_cached_pass_gap(same_pass_twice)
 
     def largest_logit_not_gap(target, input_ids, draft_ids):
-        difference, margin = checks.cached_pass_gap(target, input_ids, draft_ids)
+        difference, margin = references.cached_pass_gap(target, input_ids, draft_ids)
         return difference, margin + 1.0
 
     with pytest.raises(checks.CheckFailed, match="smallest top-2 margin"):
@@ -419,11 +419,11 @@ def test_check_first_divergence_finds_the_draft_correction_bug_in_one_pass():
 def test_check_kept_per_position_measures_the_left_out_token_bug():
     from specdec_course.course import hidden_checks
 
-    checks.check_kept_per_position(checks.kept_per_position)
-    hidden_checks.kept_per_position(checks.kept_per_position)
+    checks.check_kept_per_position(references.kept_per_position)
+    hidden_checks.kept_per_position(references.kept_per_position)
     cases = list(checks.kept_cases())
-    correct = [checks.kept_per_position(*case[1:]) for case in cases if not case[-1]]
-    buggy = [checks.kept_per_position(*case[1:]) for case in cases if case[-1]]
+    correct = [references.kept_per_position(*case[1:]) for case in cases if not case[-1]]
+    buggy = [references.kept_per_position(*case[1:]) for case in cases if case[-1]]
     assert [c[0] for c in correct] == [b[0] for b in buggy] and sum(sum(c[1:]) for c in correct) > sum(sum(b[1:]) for b in buggy)
 
     from specdec_course.draft import draft_tokens as sc_draft_tokens
@@ -447,17 +447,17 @@ def test_check_kept_per_position_measures_the_left_out_token_bug():
 def test_check_choose_draft_weighs_alpha_against_cost():
     from specdec_course.course import hidden_checks
 
-    checks.check_choose_draft(checks.choose_draft)
-    hidden_checks.choose_draft(checks.choose_draft)
+    checks.check_choose_draft(references.choose_draft)
+    hidden_checks.choose_draft(references.choose_draft)
 
     def most_accurate(candidates, verify_ratio):
         name = max(candidates, key=lambda k: candidates[k][0])
-        return checks.choose_draft({name: candidates[name]}, verify_ratio)
+        return references.choose_draft({name: candidates[name]}, verify_ratio)
 
     with pytest.raises(checks.CheckFailed, match="most accurate draft is not always the best"):
         checks.check_choose_draft(most_accurate)
     with pytest.raises(checks.CheckFailed, match="expected"):
-        checks.check_choose_draft(lambda candidates, verify_ratio: checks.choose_draft(candidates, verify_ratio, taus=[1]))
+        checks.check_choose_draft(lambda candidates, verify_ratio: references.choose_draft(candidates, verify_ratio, taus=[1]))
 
 
 def test_check_held_out_alpha_pools_answer_positions():
@@ -466,8 +466,8 @@ def test_check_held_out_alpha_pools_answer_positions():
     from specdec_course.course import hidden_checks
     from specdec_course.distill import label_accuracy
 
-    checks.check_held_out_alpha(checks.held_out_alpha)
-    hidden_checks.held_out_alpha(checks.held_out_alpha)
+    checks.check_held_out_alpha(references.held_out_alpha)
+    hidden_checks.held_out_alpha(references.held_out_alpha)
 
     def per_answer(draft, held_out):
         rows = zip(held_out["tokens"], held_out["labels"], held_out["prompt_lengths"])

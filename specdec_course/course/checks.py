@@ -13,6 +13,7 @@ import torch
 
 from ..generation import autoregressive_generate
 from ..models import tiny_llama
+from . import references  # the reference answers: the grader hides this module from learners' kernels
 
 
 class CheckFailed(AssertionError):
@@ -240,27 +241,6 @@ def check_draft_tokens(fn) -> None:
     _all_cases("draft_tokens", failures, total, "draft_tokens proposes the same greedy tokens as the reference (τ = 1, 3, 6 on 4 models)")
 
 
-def kept_per_position(target, draft, input_ids, n_tokens: int, tau: int, prefix_only: bool) -> list[int]:
-    """Reference: along the target's greedy continuation of ``input_ids`` (n_tokens), draft τ tokens from every start
-    s = 0 … n_tokens − τ (correctly, or each from the context alone with ``prefix_only``); entry t counts the starts
-    whose first t + 1 drafts all equal the continuation."""
-    from ..draft import draft_tokens
-
-    answer = autoregressive_generate(target, input_ids, n_tokens).tokens
-    kept = [0] * tau
-    for start in range(n_tokens - tau + 1):
-        context = torch.cat([input_ids, torch.tensor([answer[:start]], dtype=torch.long)], dim=1)
-        if prefix_only:
-            with torch.no_grad():
-                guess = [int(draft(context).logits[0, -1].argmax())] * tau
-        else:
-            guess = draft_tokens(draft, context, tau).tokens
-        for t in range(tau):
-            if guess[:t + 1] != answer[start:start + t + 1]:
-                break
-            kept[t] += 1
-    return kept
-
 
 def kept_cases(seeds=range(2), tau: int = 4):
     from ..models import noisy_copy
@@ -282,7 +262,7 @@ def check_kept_per_position(fn) -> None:
         got = _attempt(failures, label, fn, target, draft, prompt, n, tau, prefix_only)
         if got is _FAILED:
             continue
-        expected = kept_per_position(target, draft, prompt, n, tau, prefix_only)
+        expected = references.kept_per_position(target, draft, prompt, n, tau, prefix_only)
         counts = list(got) if isinstance(got, (list, tuple)) else None
         if counts != expected:
             hint = ""
@@ -294,23 +274,6 @@ def check_kept_per_position(fn) -> None:
     _all_cases("kept_per_position", failures, total, "you measured the left-out-token bug: the same first drafts, "
                "and (almost) nothing kept beyond them")
 
-
-def choose_draft(candidates: dict, verify_ratio: dict, taus=range(1, 9)) -> tuple:
-    """Reference: (name, τ, predicted speedup) of the candidate draft and τ with the largest E(α, τ) / (τ·c + v(τ)),
-    candidates {name: (α, c)}, v(τ) = verify_ratio[τ] = T(τ+1)/T(1)."""
-    from ..perf.cost_model import expected_tokens_per_step
-
-    best = max(((name, tau, expected_tokens_per_step(alpha, tau) / (tau * c + verify_ratio[tau]))
-                for name, (alpha, c) in candidates.items() for tau in taus), key=lambda row: row[2])
-    return best
-
-
-def held_out_alpha(draft, held_out: dict) -> float:
-    """Reference: the draft's teacher-forced agreement with the target's argmax labels over every answer position of
-    ``held_out`` ({"tokens", "labels", "prompt_lengths"} as `distill.make_data` makes it), pooled (hits / positions)."""
-    from ..distill import label_accuracy
-
-    return label_accuracy(draft, held_out)
 
 
 def held_out_cases(seed: int = 0):
@@ -355,7 +318,7 @@ def check_held_out_alpha(fn) -> None:
         got = _attempt(failures, f"case #{index}", fn, draft, data)
         if got is _FAILED:
             continue
-        expected = held_out_alpha(draft, data)
+        expected = references.held_out_alpha(draft, data)
         try:
             ok = abs(float(got) - expected) < 1e-9
         except (TypeError, ValueError):
@@ -388,7 +351,7 @@ def check_choose_draft(fn) -> None:
         got = _attempt(failures, f"case #{index}", fn, dict(candidates), dict(ratio))
         if got is _FAILED:
             continue
-        name, tau, speedup = choose_draft(candidates, ratio)
+        name, tau, speedup = references.choose_draft(candidates, ratio)
         try:
             g_name, g_tau, g_speedup = got
             ok = g_name == name and int(g_tau) == tau and abs(float(g_speedup) - speedup) < 1e-6
@@ -432,22 +395,6 @@ def check_verify(fn) -> None:
     _all_cases("verify", failures, total, "verify returns the τ + 1 target distributions from one forward pass")
 
 
-def cached_pass_gap(target, input_ids, draft_ids) -> tuple[float, float]:
-    """(largest |logit difference| between ONE cached pass over the prefix's last token and the drafts and the same k
-    tokens fed one at a time on the cache, smallest top-2 logit margin over the one pass's k rows)."""
-    from ..cache import new_cache, rollback
-
-    fed = torch.cat([input_ids[:, -1:], torch.tensor([list(draft_ids)], dtype=torch.long)], dim=1)
-    with torch.no_grad():
-        cache = new_cache(target)
-        target(input_ids[:, :-1], past_key_values=cache, use_cache=True)
-        one_pass = target(fed, past_key_values=cache, use_cache=True).logits[0]
-        rollback(cache, input_ids.shape[1] - 1)
-        one_by_one = torch.stack([target(fed[:, t:t + 1], past_key_values=cache, use_cache=True).logits[0, -1]
-                                  for t in range(fed.shape[1])])
-    top2 = one_pass.topk(2, dim=-1).values
-    return float((one_pass - one_by_one).abs().max()), float((top2[:, 0] - top2[:, 1]).min())
-
 
 def judge_cached_pass_gap(got, expected: tuple[float, float], label: str) -> str | None:
     """What is wrong with ``got`` for a case whose reference is ``expected`` (None: right)."""
@@ -476,7 +423,7 @@ def check_cached_pass_gap(fn) -> None:
         got = _attempt(failures, f"model #{seed}", fn, target, prompt, drafts)
         if got is _FAILED:
             continue
-        problem = judge_cached_pass_gap(got, cached_pass_gap(target, prompt, drafts), f"model #{seed}")
+        problem = judge_cached_pass_gap(got, references.cached_pass_gap(target, prompt, drafts), f"model #{seed}")
         if problem:
             failures.append(problem)
     _all_cases("cached_pass_gap", failures, total, "one cached pass over k tokens equals k one-token passes up to "
@@ -979,13 +926,6 @@ def check_alpha_from_steps(fn) -> None:
     _all_cases("alpha_from_steps", failures, len(cases), "alpha_from_steps counts only the drafts the rule looked at")
 
 
-def _reference_choice(target_ms: dict, draft_ms: float, alpha: float, max_tau: int) -> tuple[int, dict]:
-    from ..perf.cost_model import Costs, expected_tokens_per_step
-
-    costs = Costs(target_ms, draft_ms)
-    scores = {t: costs.speedup(expected_tokens_per_step(alpha, t), t) for t in range(1, max_tau + 1)}
-    return max(scores, key=scores.get), scores
-
 
 def check_choose_tau(fn) -> None:
     """fn(target_ms, draft_ms, alpha, max_tau) -> the τ in 1..max_tau with the largest predicted speedup."""
@@ -996,7 +936,7 @@ def check_choose_tau(fn) -> None:
         for alpha in (0.3, 0.7, 0.9):
             for draft_ms in (1.0, 6.0):
                 total += 1
-                expected, scores = _reference_choice(target_ms, draft_ms, alpha, 12)
+                expected, scores = references.reference_choice(target_ms, draft_ms, alpha, 12)
                 got = _call(fn, dict(target_ms), draft_ms, alpha, 12)
                 if got != expected and not (got in scores and scores[got] >= scores[expected] - 1e-9):
                     failures.append(f"T(k) {name}, d={draft_ms} ms, α={alpha}: expected τ={expected} "
@@ -1183,18 +1123,6 @@ FIND_CONTINUATION_CASES = [  # (tokens, τ, max_ngram): what each case is about
 ]
 
 
-def _continuation(tokens, tau, max_ngram, *, oldest=False, shortest_first=False):
-    """find_continuation, and two likely mistakes (the oldest occurrence; the shortest n-gram first), to name them."""
-    length = len(tokens)
-    sizes = list(range(min(max_ngram, length - 1), 0, -1))
-    for n in (sizes[::-1] if shortest_first else sizes):
-        tail = tokens[length - n:]
-        starts = range(0, length - n) if oldest else range(length - n - 1, -1, -1)
-        for start in starts:
-            if tokens[start:start + n] == tail:
-                return tokens[start + n:start + n + tau]
-    return []
-
 
 def _continuation_failure(fn, tokens, tau, max_ngram) -> str | None:
     """None if ``fn`` gives the reference continuation, else what went wrong (with the likely mistake named)."""
@@ -1209,9 +1137,9 @@ def _continuation_failure(fn, tokens, tau, max_ngram) -> str | None:
     if got == expected:
         return None
     hint = ""
-    if got == _continuation(tokens, tau, max_ngram, oldest=True):
+    if got == references.continuation(tokens, tau, max_ngram, oldest=True):
         hint = " (that follows the OLDEST occurrence: take the most recent one)"
-    elif got == _continuation(tokens, tau, max_ngram, shortest_first=True):
+    elif got == references.continuation(tokens, tau, max_ngram, shortest_first=True):
         hint = " (a shorter n-gram won: try the LONGEST n-gram first)"
     elif len(got) > tau:
         hint = f" (at most τ = {tau} tokens)"
@@ -1244,12 +1172,6 @@ COST_CURVES = {  # T(k)/T(1) for k = 1 … 9
 }
 
 
-def _speedup(alpha, c, tau, curve) -> float:
-    """The cost model's speedup for a drafter at (α, c) and τ, costs in units of T(1)."""
-    from ..perf.cost_model import Costs, expected_tokens_per_step
-
-    return Costs(curve, c).speedup(expected_tokens_per_step(alpha, tau), tau)
-
 
 def check_drafter_speedup(speedup_fn, best_tau_fn) -> None:
     """speedup_fn(alpha, c, tau, cost_curve) -> E(α, τ) / (τ·c + T(τ+1)/T(1)); best_tau_fn(alpha, c, cost_curve,
@@ -1262,7 +1184,7 @@ def check_drafter_speedup(speedup_fn, best_tau_fn) -> None:
             for c in (0.0, 0.05, 0.5):
                 for tau in (1, 3, 8):
                     total += 1
-                    expected = _speedup(alpha, c, tau, curve)
+                    expected = references.speedup(alpha, c, tau, curve)
                     label = f"{name} T(k), α={alpha}, c={c}, τ={tau}"
                     got = _attempt(failures, label, speedup_fn, alpha, c, tau, dict(curve))
                     if got is _FAILED:
@@ -1286,7 +1208,7 @@ def check_drafter_speedup(speedup_fn, best_tau_fn) -> None:
         for alpha in (0.3, 0.8, 0.99):
             for c in (0.02, 0.5):
                 total += 1
-                scores = {t: _speedup(alpha, c, t, curve) for t in range(1, 9)}
+                scores = {t: references.speedup(alpha, c, t, curve) for t in range(1, 9)}
                 best = max(scores, key=scores.get)
                 label = f"best τ for {name} T(k), α={alpha}, c={c}"
                 got = _attempt(failures, label, best_tau_fn, alpha, c, dict(curve), 8)
@@ -1307,19 +1229,6 @@ DRAFTER_TABLE = {  # α, c and extra memory of four drafters: the kind of number
 }
 
 
-def _drafter_options(table, curve, memory_mb, max_step, max_tau) -> dict:
-    """Every allowed choice → its predicted speedup: ("target only", 0) always, and each (drafter, τ) within the memory
-    budget whose step τ·c + T(τ+1)/T(1) fits ``max_step``."""
-    options = {("target only", 0): 1.0}
-    for name, row in table.items():
-        if memory_mb is not None and row["memory_mb"] > memory_mb:
-            continue
-        for tau in range(1, max_tau + 1):
-            if max_step is not None and tau * row["c"] + curve[tau + 1] > max_step:
-                continue
-            options[(name, tau)] = _speedup(row["alpha"], row["c"], tau, curve)
-    return options
-
 
 def check_choose_drafter(fn) -> None:
     """fn(table, cost_curve, memory_mb=None, max_step=None, max_tau=8) -> (drafter name, τ) with the largest predicted
@@ -1335,7 +1244,7 @@ def check_choose_drafter(fn) -> None:
     failures = []
     for table, curve_name, memory_mb, max_step in cases:
         curve = COST_CURVES[curve_name]
-        options = _drafter_options(table, curve, memory_mb, max_step, 8)
+        options = references.drafter_options(table, curve, memory_mb, max_step, 8)
         best = max(options, key=options.get)
         label = (f"{'weak drafters' if table is weak else 'the table'}, {curve_name} T(k), memory_mb={memory_mb}, "
                  f"max_step={max_step}")
@@ -1496,13 +1405,6 @@ def check_tree_mask(fn) -> None:
                hint="start from the prefix columns, then walk from each node up through its parents to −1")
 
 
-def _tree_walk(tokens, parents, target_argmax):
-    """The package's own greedy walk (``tree.accept_greedy``), fed one-hot logits that put the argmax where given."""
-    from ..tree import TokenTree, accept_greedy
-
-    logits = torch.nn.functional.one_hot(torch.tensor(target_argmax), max(tokens + target_argmax) + 1).float()
-    return accept_greedy(TokenTree(list(tokens), list(parents), [0.0] * len(tokens)), logits)
-
 
 def tree_walk_cases(seed: int, n: int = 12):
     """(tokens, parents, target's argmax at the root and at each node) of small random trees whose target agrees
@@ -1536,7 +1438,7 @@ def check_longest_accepted_path(fn) -> None:
         got = _attempt(failures, label, fn, list(tokens), list(parents), list(argmax))
         if got is _FAILED:
             continue
-        expected = _tree_walk(tokens, parents, argmax)
+        expected = references.tree_walk(tokens, parents, argmax)
         try:
             path, token = list(map(int, got[0])), int(got[1])
         except (TypeError, ValueError, IndexError):
@@ -1552,26 +1454,6 @@ def check_longest_accepted_path(fn) -> None:
     _all_cases("longest_accepted_path", failures, len(cases),
                f"longest_accepted_path walks {len(cases)} trees as the target's greedy rule does")
 
-
-def _shape_value(shape, alpha_of_rank, cost_curve, c) -> float:
-    """(E + 1) / (levels · c + T(nodes + 1)/T(1)) of a static shape: level d adds a₀^(d−1) · Σ_{r < w_d} a_r."""
-    expected = 1.0 + sum(alpha_of_rank[0] ** d * sum(alpha_of_rank[:w]) for d, w in enumerate(shape))
-    return expected / (len(shape) * c + cost_curve[sum(shape) + 1])
-
-
-def _compositions(total: int):
-    if total == 0:
-        yield ()
-        return
-    for first in range(1, total + 1):
-        for rest in _compositions(total - first):
-            yield (first,) + rest
-
-
-def static_shape_values(alpha_of_rank, cost_curve, c, max_nodes) -> dict:
-    """The predicted speedup of every static shape of at most ``max_nodes`` nodes."""
-    return {shape: _shape_value(shape, alpha_of_rank, cost_curve, c)
-            for m in range(1, max_nodes + 1) for shape in _compositions(m)}
 
 
 SHAPE_CASES = [  # (acceptance of the draft's choice 1, 2, 3, 4; T(k)/T(1) for k = 1 … 17; c; most nodes)
@@ -1593,7 +1475,7 @@ def check_best_static_shape(fn) -> None:
         got = _attempt(failures, label, fn, list(alphas), dict(curve), c, most)
         if got is _FAILED:
             continue
-        values = static_shape_values(alphas, curve, c, most)
+        values = references.static_shape_values(alphas, curve, c, most)
         best = max(values, key=values.get)
         try:
             shape = tuple(int(w) for w in got)

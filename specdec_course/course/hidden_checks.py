@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import random
 
+from . import references
+
 
 def _checks():
     from . import checks
@@ -92,7 +94,7 @@ def cached_pass_gap(fn) -> None:
         for tau in (1, 6):
             drafts = autoregressive_generate(model, prompt, tau).tokens
             problem = checks.judge_cached_pass_gap(checks._call(fn, model, prompt, drafts),
-                                                   checks.cached_pass_gap(model, prompt, drafts),
+                                                   references.cached_pass_gap(model, prompt, drafts),
                                                    f"hidden model #{seed}, tau={tau}")
             if problem:
                 _fail(problem)
@@ -123,7 +125,7 @@ def kept_per_position(fn) -> None:
     checks = _checks()
     for seed, target, draft, prompt, n, tau, prefix_only in checks.kept_cases(range(5, 7), tau=3):
         got = checks._call(fn, target, draft, prompt, n, tau, prefix_only)
-        expected = checks.kept_per_position(target, draft, prompt, n, tau, prefix_only)
+        expected = references.kept_per_position(target, draft, prompt, n, tau, prefix_only)
         if not isinstance(got, (list, tuple)) or list(got) != expected:
             _fail(f"hidden model #{seed}, tau={tau}, prefix_only={prefix_only}: expected {expected}, got {got!r}")
 
@@ -132,7 +134,7 @@ def choose_draft(fn) -> None:
     checks = _checks()
     for index, (candidates, ratio) in enumerate(checks.choose_draft_cases(seed=9)):
         got = checks._call(fn, dict(candidates), dict(ratio))
-        name, tau, speedup = checks.choose_draft(candidates, ratio)
+        name, tau, speedup = references.choose_draft(candidates, ratio)
         try:
             ok = got[0] == name and int(got[1]) == tau and abs(float(got[2]) - speedup) < 1e-6
         except (TypeError, ValueError, IndexError):
@@ -145,7 +147,7 @@ def held_out_alpha(fn) -> None:
     checks = _checks()
     for index, (draft, data) in enumerate(checks.held_out_cases(seed=5)):
         got = checks._call(fn, draft, data)
-        expected = checks.held_out_alpha(draft, data)
+        expected = references.held_out_alpha(draft, data)
         if not _close(got, expected, 1e-9):
             _fail(f"hidden case #{index} ({len(data['tokens'])} answers): expected {expected:.4f}, got {got!r}")
 
@@ -372,7 +374,7 @@ def drafter_speedup(fn) -> None:
         for alpha in (0.15, 0.6, 0.95, 1.0):
             for c in (0.01, 0.3, 1.2):
                 for tau in (2, 4, 16):
-                    expected = _checks()._speedup(alpha, c, tau, curve)
+                    expected = references.speedup(alpha, c, tau, curve)
                     got = _checks()._call(fn, alpha, c, tau, dict(curve))
                     if not _close(got, expected):
                         _fail(f"hidden case {name} T(k), α={alpha}, c={c}, τ={tau}: expected {expected:.4f}, got {got}")
@@ -387,7 +389,7 @@ def choose_drafter(fn) -> None:
     for name, curve in curves.items():
         for memory_mb, max_step in ((None, None), (10, None), (100, None), (None, 1.1), (400, 1.9), (1, 0.5)):
             for max_tau in (3, 12):
-                options = _checks()._drafter_options(table, curve, memory_mb, max_step, max_tau)
+                options = references.drafter_options(table, curve, memory_mb, max_step, max_tau)
                 best = max(options, key=options.get)
                 got = _checks()._call(fn, {k: dict(v) for k, v in table.items()}, dict(curve), memory_mb=memory_mb,
                                       max_step=max_step, max_tau=max_tau)
@@ -446,7 +448,7 @@ def longest_accepted_path(fn) -> None:
     checks = _checks()
     for tokens, parents, argmax in checks.tree_walk_cases(31, n=20):
         got = checks._call(fn, list(tokens), list(parents), list(argmax))
-        expected = checks._tree_walk(tokens, parents, argmax)
+        expected = references.tree_walk(tokens, parents, argmax)
         try:
             got = (list(map(int, got[0])), int(got[1]))
         except (TypeError, ValueError, IndexError):
@@ -462,7 +464,7 @@ def best_static_shape(fn) -> None:
              ((0.95, 0.03), {k: 1 + 0.02 * (k - 1) for k in range(1, 18)}, 0.3, 10)]
     for alphas, curve, c, most in cases:
         got = checks._call(fn, list(alphas), dict(curve), c, most)
-        values = checks.static_shape_values(alphas, curve, c, most)
+        values = references.static_shape_values(alphas, curve, c, most)
         best = max(values, key=values.get)
         try:
             shape = tuple(int(w) for w in got)
