@@ -226,7 +226,7 @@ def cmd_grade(args) -> int:
     from .course.grading import grade
 
     grade(args.submissions, exercise=args.exercise, timeout=args.timeout, out=args.out, trusted=args.trusted,
-          memory_mb=args.memory_mb)
+          memory_mb=args.memory_mb, max_processes=args.max_processes)
     return 0
 
 
@@ -310,6 +310,9 @@ def main(argv=None) -> int:
     gr.add_argument("--timeout", type=float, default=300, help="seconds each notebook may run (default 300)")
     gr.add_argument("--out", default="grades.csv", help="the CSV to write (default grades.csv; replaced if it exists)")
     gr.add_argument("--memory-mb", type=int, default=6144, help="address space each notebook's kernel may use (default 6144)")
+    gr.add_argument("--max-processes", type=int, default=None,
+                    help="processes and threads each notebook's sandbox may have at once (default: 256, or 4 per core "
+                         "where that is more)")
     gr.add_argument("--trusted", action="store_true",
                     help="run the notebooks WITHOUT a sandbox (only where bubblewrap cannot be had, for notebooks you "
                          "trust); the summary and the CSV say so")

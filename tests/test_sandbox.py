@@ -2,8 +2,9 @@
 
 One grading run over hostile exercise-03 notebooks (light: no model in its checks), most of them the solution plus
 one hostile cell, so the points show the grading itself still works: shell escapes and writes outside, a daemon
-that tries to outlive its kernel, filling memory and the disk, printing megabytes, spying on other learners and
-running the grader from inside, and one that tampers with the checks and implements nothing. A second run with a
+that tries to outlive its kernel, filling memory and the disk, printing megabytes, a fork bomb (bounded, but above
+the sandbox's process limit), spying on other learners and running the grader from inside, and one that tampers
+with the checks and implements nothing. A second run with a
 short time limit holds an infinite loop. Also the wire format and the proxies, without a notebook.
 """
 import json
@@ -22,6 +23,7 @@ from test_grade import AFTER_T2, ALL, BEFORE_T2, EXERCISE, NO_SANDBOX, NONE, ROO
 needs_sandbox = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"grading runs notebooks in a bubblewrap sandbox and "
                                    f"{NO_SANDBOX} (`make bubblewrap`, run by `make test`, installs it where it can)")
 MEMORY_MB = 2048  # the kernels' address space in these runs: enough for torch, little to fill
+MAX_PROCESSES = 96  # processes and threads per sandbox in these runs: a kernel needs a few dozen
 
 
 TAMPER = """import specdec_course.course.checks as checks_module
@@ -119,14 +121,25 @@ for path in ["/tmp/big", os.path.expanduser("~/big"), "big"]:
         os.remove(path)
 """))
     _write(subs, "printer", _with_cell(_solved(), "for _ in range(40):\n    print('x' * 1_000_000)\n"))
+    bomb = f"bomb{os.getpid()}"  # a bounded fork bomb: more sleeping children than the sandbox allows processes
+    _write(subs, "bomb", _with_cell(_solved(), f"""import os
+started = 0
+try:
+    for _ in range({3 * MAX_PROCESSES}):
+        if os.fork() == 0:
+            os.execvp("sleep", ["sleep", "120", "{bomb}"])
+        started += 1
+except OSError as err:
+    print("refused after", started, err)
+""", after="c10"))
     _write(subs, "spy", _with_cell(_solved(), f"""import os
 def textbook_accept(p_tokens, q_tokens, r):
     seen = []
     for label, path in [("subs", "{subs}"), ("other", "{other}"), ("hidden", "{sandbox.__file__.replace('sandbox.py', 'hidden_checks.py')}"),
                         ("ssh", os.path.expanduser("~root/.ssh"))]:
         try:
-            os.listdir(path) if os.path.isdir(path) else open(path).read(1)
-            seen.append(label + ":read")
+            text = str(os.listdir(path)) if os.path.isdir(path) else open(path).read()
+            seen.append(label + (":read" if "def " in text or "[]" not in text and os.path.isdir(path) else ":nothing"))
         except OSError as err:
             seen.append(label + ":" + type(err).__name__)
     try:
@@ -145,7 +158,8 @@ def textbook_accept(p_tokens, q_tokens, r):
 
     before = {**_hashes(subs), **_hashes(late)}
     start = time.monotonic()
-    rows = grading.grade(subs, timeout=600, out=base / "grades.csv", log=lambda *args: None, memory_mb=MEMORY_MB)
+    rows = grading.grade(subs, timeout=600, out=base / "grades.csv", log=lambda *args: None, memory_mb=MEMORY_MB,
+                         max_processes=MAX_PROCESSES)
     seconds = time.monotonic() - start
     solved = next(r for r in rows if r["learner"] == "solved" and r["task"] == grading.NOTEBOOK)["message"]
     took = float(re.fullmatch(r"ran in a sandbox in ([0-9.]+) s", solved).group(1))
@@ -153,7 +167,7 @@ def textbook_accept(p_tokens, q_tokens, r):
     rows += grading.grade(late, timeout=limit, out=base / "late.csv", log=lambda *args: None, memory_mb=MEMORY_MB)
     csv_rows = [{k: str(v) for k, v in r.items()} for r in rows]
     return {"csv": csv_rows, "before": before, "after": {**_hashes(subs), **_hashes(late)}, "outside": outside,
-            "tag": tag, "repo_file": repo_file, "tmp_file": tmp_file, "sleeps": sleeps, "limit": limit,
+            "tag": tag, "repo_file": repo_file, "tmp_file": tmp_file, "sleeps": sleeps, "limit": limit, "bomb": bomb,
             "seconds": seconds}
 
 
@@ -187,6 +201,16 @@ def test_a_daemon_does_not_outlive_its_kernel(hostile):
         assert _processes_with(f"sleep {marker}") == [], marker
 
 
+def test_a_fork_bomb_is_refused_at_the_process_limit_and_nothing_of_it_survives(hostile):
+    rows = _by_task(hostile, "bomb")
+    assert f"tried to start more than the sandbox's {MAX_PROCESSES} processes" in rows["(notebook)"][2], rows
+    assert all(rows[task][0] == "1" for task in (T1, T1H, T2)), rows  # the checks before the bomb keep their points
+    assert _processes_with(hostile["bomb"]) == []
+    limit = sandbox.ProcessLimit(MAX_PROCESSES)  # as root, only a pids cgroup holds the limit: one must be made here
+    limit.close()
+    assert limit.how, "no process limit can be set on this machine"
+
+
 def test_filling_memory_or_the_disk_or_the_output_is_contained(hostile):
     for learner in ("memory", "disk", "printer"):
         assert _points(hostile, learner) == ALL, _by_task(hostile, learner)
@@ -196,7 +220,7 @@ def test_filling_memory_or_the_disk_or_the_output_is_contained(hostile):
 def test_other_learners_files_the_hidden_checks_and_the_grader_are_out_of_reach(hostile):
     rows = _by_task(hostile, "spy")
     seen = rows[T1][2]
-    for part in ("subs:FileNotFoundError", "other:FileNotFoundError", "hidden:PermissionError", "ssh:FileNotFoundError",
+    for part in ("subs:FileNotFoundError", "other:FileNotFoundError", "hidden:nothing", "ssh:FileNotFoundError",
                  "grade:FileNotFoundError"):
         assert part in seen, seen
     assert _points(hostile, "spy") == {T1: 0, T1H: 0, T2: 1, **AFTER_T2}

@@ -186,6 +186,17 @@ class Run:
     memory_mb: int = 6144
     hidden: list = field(default_factory=list)   # paths no kernel may see (the submissions, the CSV)
     values: dict = field(default_factory=dict)
+    max_processes: int | None = None
+    stripped: dict = field(default_factory=dict)  # exercise -> {package file: copy without the graded references}
+    notes: list = field(default_factory=list)     # what happened to the notebook being graded, for its "(notebook)" row
+
+    def withheld(self, exercise: str) -> dict:
+        """The package files a kernel grading ``exercise`` sees in place of the originals (integrity.py)."""
+        if exercise not in self.stripped:
+            from . import integrity
+
+            self.stripped[exercise] = integrity.stripped_sources(exercise, self.folder / "withheld" / exercise)
+        return self.stripped[exercise]
 
     def setup(self, name: str):
         """A value a check cell takes from the notebook's set-up, made here instead (learner code cannot change it)."""
@@ -201,12 +212,13 @@ class Run:
                 self.values.update(traces=traces, trace_path=traces["healthy"])
         return self.values[name]
 
-    def kernel(self, folder: Path, deadline: float):
+    def kernel(self, folder: Path, deadline: float, exercise: str):
         from .sandbox import Kernel
 
         named = {k: self.values[k] for k in ("target", "draft") if k in self.values}
         return Kernel(folder, deadline, sandboxed=not self.trusted, shown=[self.folder / "shared"], hidden=self.hidden,
-                      memory_mb=self.memory_mb, named=named)
+                      memory_mb=self.memory_mb, named=named, withheld=self.withheld(exercise),
+                      max_processes=self.max_processes)
 
 
 def check_names(source: str) -> tuple[list[str], list[str]]:
@@ -221,10 +233,15 @@ def check_names(source: str) -> tuple[list[str], list[str]]:
 
 def _message(err: BaseException) -> str:
     from .checks import NotAttempted
+    from .integrity import WITHHELD_ERROR
 
     if isinstance(err, NotAttempted):
         return "not attempted"
     value = " / ".join(line.strip() for line in str(err).strip().split("\n") if line.strip())
+    if WITHHELD_ERROR in value:  # the learner's function called a reference the sandbox withholds
+        found = re.search(r"(specdec_course\.[\w.]+) is the course's own answer", value)
+        return (f"delegates to the course: it calls {found.group(1) if found else 'the course'}'s implementation of "
+                "this task, which is withheld while grading; the task needs your own code")
     return f"{type(err).__name__}: {value}"[:300]
 
 
@@ -263,7 +280,7 @@ def run_notebook(submitted: dict, exercise: str, tasks: list[Task], timeout: flo
                     run.setup(name)  # made before the clock starts, and known to the kernel by name
     results, stopped, where = {}, None, None
     start = time.monotonic()
-    kernel = run.kernel(folder, start + timeout)
+    kernel = run.kernel(folder, start + timeout, exercise)
     try:
         kernel.start()
         for cell in submitted["cells"]:
@@ -279,6 +296,8 @@ def run_notebook(submitted: dict, exercise: str, tasks: list[Task], timeout: flo
         stopped = stop
     finally:
         kernel.stop()
+    if kernel.refused_processes:
+        run.notes.append(f"a cell tried to start more than the sandbox's {kernel.max_processes} processes and was refused")
     return results, stopped, where, time.monotonic() - start
 
 
@@ -336,9 +355,11 @@ def grade_submission(sub: Submission, timeout: float, run: Run, released: Path =
     present = {c.get("id") for c in submitted["cells"]}
     missing = [c for c in released_cell_ids(sub.exercise, released) if c not in present]
     before = _snapshot(guard_folder) if guard_folder else {}
+    run.notes = []
     with tempfile.TemporaryDirectory(prefix="notebook-", dir=run.folder) as name:
         results, stopped, where, seconds = run_notebook(submitted, sub.exercise, tasks, timeout, run, Path(name))
     changed = _restore(guard_folder, before) if guard_folder else []
+    delegated = _delegations(submitted, sub.exercise)
 
     cells = {c.get("id"): c for c in submitted["cells"]}
     reason = None
@@ -346,7 +367,7 @@ def grade_submission(sub: Submission, timeout: float, run: Run, released: Path =
         reason = {"timeout": f"timed out after {timeout:g} s", "dead": "the kernel died (crashed)"}.get(
             stopped.kind, f"could not run ({stopped})") + (f" in cell {where}" if where else "")
     problems = [f"deleted or renamed cell {c}" for c in missing] + ([reason] if reason else [])
-    problems += [f"changed {path} in the submissions folder (put back)" for path in changed]
+    problems += [f"changed {path} in the submissions folder (put back)" for path in changed] + run.notes
     rows = [_row(sub, NOTEBOOK, 0, 0, "; ".join(dict.fromkeys(problems)) or
                  f"ran {'unsandboxed' if run.trusted else 'in a sandbox'} in {seconds:.1f} s")]
     for task in tasks:
@@ -359,8 +380,11 @@ def grade_submission(sub: Submission, timeout: float, run: Run, released: Path =
                        f"manual: answered ({words} words)" if text and text != "YOUR ANSWER HERE" else "manual: not answered")
             rows.append(_row(sub, task.name, "", 0, message))
             continue
+        reads = [n for n in _graded_names(task, sub.exercise) if n in delegated]
         if gone:
             points, message = 0, "deleted or renamed cell " + ", ".join(gone)
+        elif reads:
+            points, message = 0, "delegates to the course: " + "; ".join(delegated[n] for n in reads)
         elif task.grade_id not in results:
             points, message = 0, f"not run: {reason}" if reason else "not run"
         else:
@@ -369,13 +393,30 @@ def grade_submission(sub: Submission, timeout: float, run: Run, released: Path =
     return rows
 
 
+def _graded_names(task: Task, exercise: str) -> list[str]:
+    """The learner's functions a check or hidden check calls."""
+    if task.kind == "hidden":
+        from .hidden_checks import HIDDEN
+
+        return [HIDDEN[exercise][task.cell_id][0]]
+    return [n for n in check_names(task.source)[0] if n not in SETUP] if task.kind == "check" else []
+
+
+def _delegations(submitted: dict, exercise: str) -> dict[str, str]:
+    """{graded name: reason} for graded functions that, read from the notebook's code cells, delegate their task."""
+    from .integrity import delegations
+
+    sources = [_source(c) for c in submitted["cells"] if isinstance(c, dict) and c.get("cell_type") == "code"]
+    return delegations(sources, exercise)
+
+
 # --------------------------------------------------------------------------- the whole folder
 class SandboxUnavailable(ValueError):
     """No sandbox on this machine, and the notebooks were not declared trusted."""
 
 
 def grade(folder, exercise: str | None = None, timeout: float = 300, out="grades.csv", released: Path = RELEASED,
-          log=print, trusted: bool = False, memory_mb: int = 6144) -> list[dict]:
+          log=print, trusted: bool = False, memory_mb: int = 6144, max_processes: int | None = None) -> list[dict]:
     """Grade every submission in ``folder``, write the CSV to ``out`` and print a summary table. Returns the rows.
     Each notebook runs in a bubblewrap sandbox; ``trusted=True`` runs them without one (where there is none)."""
     from .sandbox import unavailable_reason
@@ -384,6 +425,9 @@ def grade(folder, exercise: str | None = None, timeout: float = 300, out="grades
         raise ValueError(f"--timeout must be a positive number of seconds, got {timeout:g}")
     if memory_mb < 512:
         raise ValueError(f"--memory-mb must be at least 512 (a kernel with torch needs that much), got {memory_mb}")
+    if max_processes is not None and max_processes < 32:
+        raise ValueError(f"--max-processes must be at least 32 (a kernel runs a dozen threads before any learner code), "
+                         f"got {max_processes}")
     if exercise is not None:
         exercise = resolve_exercise(exercise, released)
     folder = Path(folder).resolve()
@@ -400,7 +444,16 @@ def grade(folder, exercise: str | None = None, timeout: float = 300, out="grades
     out = Path(out)
     rows = []
     with tempfile.TemporaryDirectory(prefix="specdec-grade-") as base:
-        run = Run(Path(base).resolve(), trusted=trusted, memory_mb=memory_mb, hidden=[folder, out.resolve()])
+        run = Run(Path(base).resolve(), trusted=trusted, memory_mb=memory_mb, hidden=[folder, out.resolve()],
+                  max_processes=max_processes)
+        if not trusted:
+            from .sandbox import ProcessLimit, default_max_processes
+
+            probe = ProcessLimit(max_processes or default_max_processes())
+            probe.close()
+            if not probe.how:
+                log("WARNING: no limit on how many processes a notebook may start: the grader runs as root and "
+                    "cannot make a pids cgroup here (grade as an ordinary user, where RLIMIT_NPROC holds)")
         for index, sub in enumerate(submissions, 1):
             log(f"[{index}/{len(submissions)}] {sub.learner}: {sub.exercise or (sub.path.name if sub.path else '?')}")
             rows += grade_submission(sub, timeout, run, released, guard_folder=folder)

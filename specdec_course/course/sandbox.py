@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -238,9 +239,20 @@ def serve(namespace: dict, text: str) -> str:
                         lengths.append(int(ids.shape[-1]))
 
                 hooks.append(args[index].register_forward_pre_hook(hook, with_kwargs=True))
-        result = subject(*args, **kwargs)
+        spent = 0.0
+        if "clock" in request:  # the grader's check runs on a simulated clock: so does this call, with the same costs
+            from ..perf import clock
+
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(clock.simulated())
+                for index, ms_per_pass, ms_per_extra_token in request["clock"]:
+                    stack.enter_context(clock.added_cost(args[index], ms_per_pass, ms_per_extra_token))
+                result = subject(*args, **kwargs)
+                spent = clock.now()
+        else:
+            result = subject(*args, **kwargs)
         after = {str(i): state for i, value in enumerate(args) if (state := _mutable_state(value)) is not None}
-        return json.dumps({"ok": encode(result, _kernel_encode), "passes": passes, "after": after})
+        return json.dumps({"ok": encode(result, _kernel_encode), "passes": passes, "after": after, "spent": spent})
     except BaseException as err:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too: all go back as the answer
         return json.dumps({"error": [type(err).__name__, str(err)[:2000]]})
     finally:
@@ -308,13 +320,79 @@ def unavailable_reason() -> str | None:
 
 
 _LAUNCH = """import resource, sys
-for limit, value in ((resource.RLIMIT_AS, int(sys.argv[2])), (resource.RLIMIT_FSIZE, int(sys.argv[3]))):
+for limit, value in ((resource.RLIMIT_AS, int(sys.argv[2])), (resource.RLIMIT_FSIZE, int(sys.argv[3])),
+                     (resource.RLIMIT_NPROC, int(sys.argv[4]))):
     if value > 0:
         resource.setrlimit(limit, (value, value))
 from ipykernel.kernelapp import launch_new_instance
 sys.argv = ["ipykernel", "-f", sys.argv[1], "--HistoryManager.enabled=False"]
 launch_new_instance()
 """
+
+
+def default_max_processes() -> int:
+    """Processes and threads one kernel may have at once: room for torch's threads on a machine with many cores."""
+    return max(256, 4 * (os.cpu_count() or 1))
+
+
+class ProcessLimit:
+    """At most ``limit`` processes (threads count too) in one sandbox.
+
+    RLIMIT_NPROC, set in the kernel's launcher, counts per user *in the sandbox's user namespace*, so it counts only the
+    sandbox's own processes; the kernel ignores it for root, so a grader running as root also puts the sandbox in a
+    pids cgroup of its own (cgroup v1 ``pids`` or v2 with the pids controller) where it can make one. ``how`` says
+    which limit holds ("" when none can: root without a writable pids cgroup)."""
+
+    ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")
+
+    def __init__(self, limit: int):
+        self.limit, self.group, self.how = limit, None, "RLIMIT_NPROC"
+        if os.geteuid() != 0:
+            return
+        self.how = ""
+        for base in self.ROOTS:
+            if not Path(base, "cgroup.procs").exists():  # v1's pids hierarchy, or v2's root (tried, may refuse)
+                continue
+            group = Path(base, f"specdec-grade-{os.getpid()}-{secrets.token_hex(4)}")
+            try:
+                group.mkdir()
+                (group / "pids.max").write_text(str(limit))
+            except OSError:
+                with contextlib.suppress(OSError):
+                    group.rmdir()
+                continue
+            self.group, self.how = group, "a pids cgroup"
+            return
+
+    def enter(self) -> None:
+        """In the child, before bwrap starts: join the cgroup."""
+        if self.group is not None:
+            (self.group / "cgroup.procs").write_text(str(os.getpid()))
+
+    def hit(self) -> bool:
+        """Whether a process could not start because of the cgroup's limit."""
+        events = _read(self.group / "pids.events") if self.group is not None else ""
+        return any(line.split()[:1] == ["max"] and line.split()[1:2] != ["0"] for line in events.splitlines())
+
+    def close(self) -> None:
+        if self.group is None:
+            return
+        for _ in range(100):  # every process in it has been killed; wait until the kernel has reaped them
+            for pid in _read(self.group / "cgroup.procs").split():
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid), signal.SIGKILL)
+            try:
+                self.group.rmdir()
+                return
+            except OSError:
+                time.sleep(0.05)
+
+
+def _read(path: Path) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 def _existing(paths) -> list[str]:
@@ -338,14 +416,25 @@ def _inside(path, folder) -> bool:
     return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
 
 
-def bwrap_command(shown: list[str], hidden: list[str], disk_mb: int) -> list[str]:
+def _pycs(source: Path) -> list[Path]:
+    cached = source.parent / "__pycache__"
+    return list(cached.glob(f"{source.stem}.*.pyc")) if cached.is_dir() else []
+
+
+def bwrap_command(shown: list[str], hidden: list[str], disk_mb: int, withheld: dict | None = None) -> list[str]:
     """bwrap's arguments: the system read-only, the private places and ``hidden`` hidden, Python and the course shown
-    again read-only, a fresh /tmp, and ``shown`` (the grader's own files for the checks) read-only at its own path."""
-    from . import hidden_checks
+    again read-only, a fresh /tmp, and ``shown`` (the grader's own files for the checks) read-only at its own path.
+
+    Of the course's folder only the package (and a virtual environment inside it) is shown: solutions, notebooks,
+    tests, build copies and .git are not. The grader-only modules (``integrity.GRADER_ONLY``: the reference answers,
+    the hidden checks) are empty files, and each module in ``withheld`` ({original file: stripped copy}) is replaced by
+    its copy, in which the graded tasks' reference implementations are stubs."""
+    from . import integrity
 
     from ..storage import cache_dir
 
     root = Path(__file__).resolve().parents[2]
+    package = Path(__file__).resolve().parents[1]
     args = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     emptied = [p for p in _existing([Path.home(), "/root", "/home", "/run", "/var/run", "/var/tmp", "/mnt", "/media"])
@@ -358,9 +447,13 @@ def bwrap_command(shown: list[str], hidden: list[str], disk_mb: int) -> list[str
     again = _existing([os.path.realpath(sys.base_prefix), sys.prefix, root, cache_dir()])
     for path in again:
         args += ["--ro-bind", path, path]
-    secret = [root / "solutions", root / ".git", hidden_checks.__file__, *hidden]
-    cached = Path(hidden_checks.__file__).parent / "__pycache__"
-    secret += list(cached.glob("hidden_checks.*.pyc")) if cached.is_dir() else []
+    keep = {package.name, Path(sys.prefix).name if _inside(sys.prefix, root) else None}
+    secret = [entry for entry in root.iterdir() if entry.name not in keep and not entry.name.endswith(".egg-info")]
+    for name in integrity.GRADER_ONLY:  # the modules themselves are empty copies (in ``withheld``) or /dev/null
+        secret += ([] if str(package / name) in (withheld or {}) else [package / name]) + _pycs(package / name)
+    for original in withheld or {}:
+        secret += _pycs(Path(original))  # a stale compiled copy of the full module must not be loaded instead
+    secret += list(hidden)
     # what lies under the host's /tmp is gone already, unless it was shown again: hide only what is still there
     secret = [p for p in _existing(secret)
               if not _inside(p, INNER_TMP) or any(_inside(p, shown_again) for shown_again in again)]
@@ -372,6 +465,8 @@ def bwrap_command(shown: list[str], hidden: list[str], disk_mb: int) -> list[str
             args += ["--ro-bind", "/dev/null", path]
     for path in emptied:  # the empty folders are read-only too: /tmp is the one writable place
         args += ["--remount-ro", path]
+    for original, stripped in (withheld or {}).items():
+        args += ["--ro-bind", str(stripped), str(original)]
     args += ["--chdir", f"{INNER_TMP}/work"]
     for path in _existing(shown):
         args += ["--ro-bind", path, path]
@@ -382,9 +477,14 @@ class Kernel:
     """One learner's kernel: in the sandbox (default) or, for trusted notebooks, a plain process."""
 
     def __init__(self, folder: Path, deadline: float, *, sandboxed: bool = True, shown=(), hidden=(),
-                 memory_mb: int = 6144, disk_mb: int = 512, named: dict | None = None):
+                 memory_mb: int = 6144, disk_mb: int = 512, named: dict | None = None, withheld: dict | None = None,
+                 max_processes: int | None = None):
         self.folder, self.deadline, self.sandboxed = Path(folder), deadline, sandboxed
         self.shown, self.hidden, self.memory_mb, self.disk_mb = list(shown), list(hidden), memory_mb, disk_mb
+        self.withheld = dict(withheld or {})  # {package file: stripped copy}: the graded tasks' references withheld
+        self.max_processes = max_processes or default_max_processes()
+        self.limit: ProcessLimit | None = None
+        self.refused_processes = False  # a cell could not start a process (the limit held)
         self.named = {id(v): k for k, v in (named or {}).items()}  # the grader's real models, sent by name
         self.sent: dict[int, tuple] = {}  # id(model) -> (key, model): models whose weights the kernel has
         self.methods: set = set()
@@ -405,7 +505,7 @@ class Kernel:
         connection.write_text(json.dumps(info))
         memory = self.memory_mb * 2**20
         launch = [sys.executable, "-c", _LAUNCH, CONNECTION if self.sandboxed else str(connection), str(memory),
-                  str(min(memory, self.disk_mb * 2**20))]
+                  str(min(memory, self.disk_mb * 2**20)), str(self.max_processes if self.sandboxed else 0)]
         env = kernel_env(inner / "home", inner, cache_dir())
         # the kernel's own error output goes to a file: a pipe nobody reads would fill up and stop the kernel (the
         # file-size limit caps it); read back only to say why a kernel did not start
@@ -413,10 +513,12 @@ class Kernel:
         with open(self.stderr_path, "wb") as errors:
             if self.sandboxed:
                 read, write = os.pipe()
-                command = bwrap_command(self.shown, self.hidden, self.disk_mb) + [
+                command = bwrap_command(self.shown, self.hidden, self.disk_mb, self.withheld) + [
                     "--ro-bind", str(connection), CONNECTION, "--info-fd", str(write), "--"] + launch
+                self.limit = ProcessLimit(self.max_processes)
                 self.proc = subprocess.Popen(command, env=env, pass_fds=(write,), start_new_session=True,
-                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors)
+                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                                             preexec_fn=self.limit.enter if self.limit.group else None)
                 os.close(write)
             else:
                 for sub in ("work", "tmp/home"):
@@ -465,6 +567,9 @@ class Kernel:
                 self.proc.kill()
         if self.proc is not None:
             self.proc.wait()
+        if self.limit is not None:
+            self.refused_processes |= self.limit.hit()
+            self.limit.close()
 
     # ------------------------------------------------------------------ running code
     def _left(self, what: str) -> float:
@@ -498,7 +603,11 @@ class Kernel:
             except queue.Empty:
                 continue
             if reply.get("parent_header", {}).get("msg_id") == msg_id:
-                return reply["content"]
+                content = reply["content"]
+                if content.get("status") == "error" and (content.get("ename") == "BlockingIOError" or
+                                                         "Resource temporarily unavailable" in content.get("evalue", "")):
+                    self.refused_processes = True  # fork or a thread refused: the process limit held
+                return content
 
     def _request(self, request: dict):
         text = json.dumps(request)
@@ -535,8 +644,16 @@ class Kernel:
         return decode(value, self._decode)
 
     def call(self, where: dict, attr: str | None, args: tuple, kwargs: dict):
-        answer = self._request({"op": "call", "where": where, "attr": attr, "args": [encode(a, self._encode) for a in args],
-                                "kwargs": {k: encode(v, self._encode) for k, v in kwargs.items()}})
+        from ..perf import clock
+
+        request = {"op": "call", "where": where, "attr": attr, "args": [encode(a, self._encode) for a in args],
+                   "kwargs": {k: encode(v, self._encode) for k, v in kwargs.items()}}
+        if clock.is_simulated():  # the model arguments' added costs go with it, in the kernel as here
+            request["clock"] = [[index, *costs] for index, value in enumerate(args)
+                                if (costs := clock.added_costs(value)) is not None]
+        answer = self._request(request)
+        if clock.is_simulated():
+            clock.spend(1000 * answer.get("spent", 0.0))
         from . import checks
 
         for index, lengths in answer.get("passes", {}).items():
