@@ -297,3 +297,37 @@ def test_the_sandbox_shows_python_and_the_course_and_hides_the_rest(tmp_path):
     assert text.index("--tmpfs /tmp ") < text.index(f"--ro-bind {ROOT} {ROOT}") < text.index(f"--tmpfs {ROOT / 'tests'}")
     if str(tmp_path).startswith("/tmp/"):
         assert f"--tmpfs {tmp_path}" not in text
+
+
+MEASURE = """import torch
+from transformers import DynamicCache
+from specdec_course.perf import clock
+
+def pass_ms(model, k):
+    with torch.no_grad():
+        cache = DynamicCache()
+        model(torch.tensor([[3, 4, 5]]), past_key_values=cache, use_cache=True)
+        start = clock.now()
+        model(torch.tensor([[6] * k]), past_key_values=cache, use_cache=True)
+        return 1000 * (clock.now() - start)
+"""
+
+
+@needs_sandbox
+def test_a_simulated_clock_and_a_models_set_costs_reach_the_learners_kernel(tmp_path):
+    """A check that sets a model's pass costs on a simulated clock judges a learner's timing exactly, in the sandbox."""
+    from specdec_course.models import tiny_llama
+    from specdec_course.perf import clock
+
+    model = tiny_llama(3, vocab_size=40)
+    kernel = grading.Run(tmp_path).kernel(tmp_path / "nb", time.monotonic() + 300, EXERCISE)
+    try:
+        kernel.start()
+        assert kernel.execute(MEASURE)["status"] == "ok"
+        with clock.simulated(), clock.added_cost(model, ms_per_pass=7.0, ms_per_extra_token=2.0):
+            assert [kernel.name("pass_ms")(model, k) for k in (1, 4)] == pytest.approx([7.0, 13.0], abs=1e-9)
+            # the grader's clock moved as the kernel's did: a prefill of 3 tokens (11 ms) and the pass, twice
+            assert clock.now() == pytest.approx((11 + 7 + 11 + 13) / 1000, abs=1e-12)
+        assert kernel.name("pass_ms")(model, 4) < 1000  # outside the block: the wall clock, no added cost
+    finally:
+        kernel.stop()
