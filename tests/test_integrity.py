@@ -168,18 +168,29 @@ def _rows(graded, learner, exercise=None):
             and r["task"] != grading.NOTEBOOK and r["max_points"]]
 
 
-def test_every_solution_scores_full_marks_in_the_sandbox(graded):
+def _notebook(graded, learner, exercise):
+    return next(r["message"] for r in graded["rows"] if r["learner"] == learner and r["exercise"] == exercise
+                and r["task"] == grading.NOTEBOOK)
+
+
+def test_every_solution_scores_full_marks_in_the_sandbox_without_an_error(graded):
     for exercise in EXERCISES:
         rows = _rows(graded, "solution", exercise)
         assert rows, exercise
         wrong = [(r["task"], r["message"]) for r in rows if r["points"] != r["max_points"]]
         assert not wrong, (exercise, wrong)
+        assert re.fullmatch(r"ran in a sandbox in [0-9.]+ s", _notebook(graded, "solution", exercise)), exercise
 
 
-def test_every_untouched_exercise_scores_zero(graded):
+def test_every_untouched_exercise_scores_zero_not_attempted_and_its_other_cells_run(graded):
+    """The stubs are what fails: every check says "not attempted", and no set-up or task cell raises (in the sandbox,
+    where the graded tasks' course functions are withheld: no cell a learner is given may need them)."""
     for exercise in EXERCISES:
         rows = _rows(graded, "untouched", exercise)
-        assert rows and all(r["points"] == 0 for r in rows), (exercise, [(r["task"], r["points"]) for r in rows])
+        assert rows and all(r["points"] == 0 and r["message"] == "not attempted" for r in rows), \
+            (exercise, [(r["task"], r["message"]) for r in rows if r["message"] != "not attempted"])
+        assert re.fullmatch(r"ran in a sandbox in [0-9.]+ s", _notebook(graded, "untouched", exercise)), \
+            (exercise, _notebook(graded, "untouched", exercise))
 
 
 @pytest.mark.parametrize("learner, exercise, replacements, reason", HOSTILE, ids=[h[0] for h in HOSTILE])

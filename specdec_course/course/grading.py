@@ -14,7 +14,10 @@ The scheme, one CSV row per learner × exercise × task (columns learner, exerci
 * free-text answers (markdown "YOUR ANSWER HERE" cells) are not auto-graded: a row with empty points, max_points 0
   and "manual: answered (N words)" or "manual: not answered";
 * a "(notebook)" row (0 of 0 points) always carries what happened to the notebook as a whole: "ran in a sandbox in
-  3.1 s", or the problems: not valid JSON, crashed, timed out, deleted or renamed cells, files changed.
+  3.1 s", or the problems: not valid JSON, crashed, timed out, deleted or renamed cells, files changed, too many
+  processes; and the cells (not check cells) that raised an error, by id and error name;
+* a graded function that delegates its task to the course's own implementation scores 0 on its checks with the
+  reason (``integrity.py``: read from the notebook's code, and withheld from the kernel).
 
 Where learner code runs and where verdicts are made: each notebook's cells run, in order, in a fresh kernel inside a
 bubblewrap sandbox (``sandbox.py``: read-only system, no network, its own small /tmp as the only writable place, the
@@ -189,6 +192,7 @@ class Run:
     max_processes: int | None = None
     stripped: dict = field(default_factory=dict)  # exercise -> {package file: copy without the graded references}
     notes: list = field(default_factory=list)     # what happened to the notebook being graded, for its "(notebook)" row
+    errors: list = field(default_factory=list)    # its cells (not check cells) that raised an error: "c05 (NameError)"
 
     def withheld(self, exercise: str) -> dict:
         """The package files a kernel grading ``exercise`` sees in place of the originals (integrity.py)."""
@@ -291,7 +295,9 @@ def run_notebook(submitted: dict, exercise: str, tasks: list[Task], timeout: flo
                 for task in by_cell.pop(where):
                     results[task.grade_id] = run_check(task, exercise, kernel, run)
             else:
-                kernel.execute(_source(cell))  # its errors are the learner's business; only the checks count
+                reply = kernel.execute(_source(cell))  # its errors cost no points (only the checks count): noted
+                if reply.get("status") == "error":
+                    run.errors.append(f"{where} ({reply.get('ename', 'error')})")
     except KernelStopped as stop:
         stopped = stop
     finally:
@@ -355,7 +361,7 @@ def grade_submission(sub: Submission, timeout: float, run: Run, released: Path =
     present = {c.get("id") for c in submitted["cells"]}
     missing = [c for c in released_cell_ids(sub.exercise, released) if c not in present]
     before = _snapshot(guard_folder) if guard_folder else {}
-    run.notes = []
+    run.notes, run.errors = [], []
     with tempfile.TemporaryDirectory(prefix="notebook-", dir=run.folder) as name:
         results, stopped, where, seconds = run_notebook(submitted, sub.exercise, tasks, timeout, run, Path(name))
     changed = _restore(guard_folder, before) if guard_folder else []
@@ -368,8 +374,9 @@ def grade_submission(sub: Submission, timeout: float, run: Run, released: Path =
             stopped.kind, f"could not run ({stopped})") + (f" in cell {where}" if where else "")
     problems = [f"deleted or renamed cell {c}" for c in missing] + ([reason] if reason else [])
     problems += [f"changed {path} in the submissions folder (put back)" for path in changed] + run.notes
-    rows = [_row(sub, NOTEBOOK, 0, 0, "; ".join(dict.fromkeys(problems)) or
-                 f"ran {'unsandboxed' if run.trusted else 'in a sandbox'} in {seconds:.1f} s")]
+    errors = [f"cells that raised an error: {', '.join(run.errors)}"] if run.errors else []
+    rows = [_row(sub, NOTEBOOK, 0, 0, "; ".join(dict.fromkeys(problems + errors)) if problems else
+                 "; ".join([f"ran {'unsandboxed' if run.trusted else 'in a sandbox'} in {seconds:.1f} s"] + errors))]
     for task in tasks:
         gone = [c for c in task.section if c in missing]
         if task.kind == "manual":
