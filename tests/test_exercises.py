@@ -76,33 +76,6 @@ def test_check_mode_reports_a_stale_exercise(tmp_path):
     assert exercises.generate(tmp_path / "solutions", tmp_path / "exercises", check=True, verbose=False)
 
 
-def _run_notebook(path):
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-    return nb
-
-
-@pytest.mark.parametrize("path", EXERCISES, ids=[p.stem for p in EXERCISES])
-def test_untouched_exercises_fail_their_checks_and_nothing_else(path):
-    nb = _run_notebook(path)
-    checked = 0
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        errors = [o for o in cell.outputs if o.output_type == "error"]
-        if "check" in cell.metadata.get("tags", []):
-            checked += 1
-            assert errors and errors[0].ename == "NotAttempted", f"cell {index}: the check should say 'not attempted yet'"
-            assert "not attempted yet" in errors[0].evalue
-        else:
-            assert not errors, f"cell {index} (set-up or task cell) failed: {errors[0].ename}: {errors[0].evalue}"
-    assert checked >= 1
-
-
 # ---------------------------------------------------------------- the checks catch wrong answers
 def test_check_rejects_a_generator_without_cache():
     def no_cache(model, ids, n):
