@@ -123,6 +123,10 @@ def test_reading_the_code_passes_own_work_and_other_tasks_course_calls():
            "        out.append(int(draft(input_ids).logits[0, -1].argmax()))\n    return out",
            "reference = sc.draft_tokens  # used outside the graded function: not graded"]
     assert integrity.delegations(own, "01_greedy_draft_generation") == {}
+    # the definition in effect is the last one: an alias tried first and then replaced by the learner's own is no longer read
+    replaced = ["import specdec_course as sc", "draft_tokens = sc.draft_tokens", own[2]]
+    assert integrity.delegations(replaced, "01_greedy_draft_generation") == {}
+    assert integrity.delegations(replaced[:1] + replaced[2:] + replaced[1:2], "01_greedy_draft_generation")
     # exercise 04's loop may build on drafting and verifying (other chapters' tasks), not on the whole loop
     loop = ["import specdec_course as sc", "def speculative_greedy(target, draft, ids, n, tau):\n"
             "    drafts = sc.draft_tokens(draft, ids, tau).tokens\n    p = sc.verify(target, ids, drafts)\n    return drafts, 1"]
