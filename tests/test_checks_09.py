@@ -17,8 +17,8 @@ def drafter_speedup(alpha, c, tau, cost_curve):
     return tokens / (tau * c + cost_curve[tau + 1])
 
 
-def best_tau(alpha, c, cost_curve, max_tau):
-    return max(range(1, max_tau + 1), key=lambda tau: drafter_speedup(alpha, c, tau, cost_curve))
+def mix_speedup(alphas, c, tau, cost_curve, mix):
+    return 1 / sum(share / drafter_speedup(alphas[kind], c, tau, cost_curve) for kind, share in mix.items() if share)
 
 
 def choose_drafter(table, cost_curve, memory_mb=None, max_step=None, max_tau=8, *, ignore_memory=False, ignore_step=False):
@@ -57,10 +57,10 @@ class ContextBigramDrafter(Drafter):
 
 def test_right_answers_pass_the_visible_and_the_hidden_checks(capsys):
     checks.check_find_continuation(find_continuation)
-    checks.check_drafter_speedup(drafter_speedup, best_tau)
+    checks.check_mix_speedup(drafter_speedup, mix_speedup)
     checks.check_choose_drafter(choose_drafter)
     checks.check_own_drafter(ContextBigramDrafter)
-    namespace = {"find_continuation": find_continuation, "drafter_speedup": drafter_speedup,
+    namespace = {"find_continuation": find_continuation, "mix_speedup": mix_speedup,
                  "choose_drafter": choose_drafter, "ContextBigramDrafter": ContextBigramDrafter}
     for cell in hidden_checks.HIDDEN["09_choosing_a_drafter"]:
         hidden_checks.run("09_choosing_a_drafter", cell, namespace)
@@ -86,8 +86,8 @@ def test_stubs_are_not_attempted():
         def propose(self, sequence, tau, **kwargs):
             raise NotImplementedError()
 
-    for check, args in ((checks.check_find_continuation, (stub,)), (checks.check_drafter_speedup, (stub, stub)),
-                        (checks.check_drafter_speedup, (drafter_speedup, stub)), (checks.check_choose_drafter, (stub,)),
+    for check, args in ((checks.check_find_continuation, (stub,)), (checks.check_mix_speedup, (stub, stub)),
+                        (checks.check_mix_speedup, (drafter_speedup, stub)), (checks.check_choose_drafter, (stub,)),
                         (checks.check_own_drafter, (Stub,))):
         with pytest.raises(checks.NotAttempted, match="not attempted yet"):
             check(*args)
@@ -106,8 +106,7 @@ def test_the_usual_lookup_mistakes_are_named():
         checks.check_find_continuation(shortest_first)
     with pytest.raises(checks.CheckFailed, match="at most τ"):
         checks.check_find_continuation(lambda tokens, tau, max_ngram=3: find_continuation(tokens, tau + 1, max_ngram))
-    with pytest.raises(checks.CheckFailed):
-        hidden_checks.find_continuation(oldest)
+    assert "OLDEST occurrence" in _hidden_failure("s0904", oldest)
 
 
 def test_the_usual_speedup_and_choice_mistakes_are_named():
@@ -118,19 +117,84 @@ def test_the_usual_speedup_and_choice_mistakes_are_named():
         return drafter_speedup(alpha, c, tau, {k: 1.0 for k in curve})
 
     with pytest.raises(checks.CheckFailed, match=r"T\(τ \+ 1\), not T\(τ\)"):
-        checks.check_drafter_speedup(verifies_tau_tokens, best_tau)
+        checks.check_mix_speedup(verifies_tau_tokens, mix_speedup)
     with pytest.raises(checks.CheckFailed, match="which is 1 only on a flat curve"):
-        checks.check_drafter_speedup(free_verification, best_tau)
-    with pytest.raises(checks.CheckFailed, match="expected τ ="):
-        checks.check_drafter_speedup(drafter_speedup, lambda alpha, c, curve, max_tau: max_tau)
+        checks.check_mix_speedup(free_verification, mix_speedup)
     with pytest.raises(checks.CheckFailed, match="MB; the budget is"):
         checks.check_choose_drafter(lambda *a, **k: choose_drafter(*a, **k, ignore_memory=True))
     with pytest.raises(checks.CheckFailed, match="> max_step"):
         checks.check_choose_drafter(lambda *a, **k: choose_drafter(*a, **k, ignore_step=True))
-    with pytest.raises(checks.CheckFailed):
-        hidden_checks.choose_drafter(lambda *a, **k: choose_drafter(*a, **k, ignore_memory=True))
-    with pytest.raises(checks.CheckFailed):
-        hidden_checks.drafter_speedup(free_verification)
+    assert "not an allowed choice" in _hidden_failure(
+        "s0910", lambda *a, **k: choose_drafter(*a, **k, ignore_memory=True))
+
+
+def test_the_usual_mix_mistakes_are_named_visible_and_hidden():
+    def mean_of_speedups(alphas, c, tau, cost_curve, mix):
+        return sum(share * drafter_speedup(alphas[kind], c, tau, cost_curve) for kind, share in mix.items())
+
+    def at_mean_alpha(alphas, c, tau, cost_curve, mix):
+        return drafter_speedup(sum(share * alphas[kind] for kind, share in mix.items()), c, tau, cost_curve)
+
+    def free_verification(alphas, c, tau, cost_curve, mix):
+        return mix_speedup(alphas, c, tau, {k: 1.0 for k in cost_curve}, mix)
+
+    with pytest.raises(checks.CheckFailed, match="times add up, not speeds"):
+        checks.check_mix_speedup(drafter_speedup, mean_of_speedups)
+    with pytest.raises(checks.CheckFailed, match="S is not linear in α"):
+        checks.check_mix_speedup(drafter_speedup, at_mean_alpha)
+    assert "times add up, not speeds" in _hidden_failure("s0907", mean_of_speedups)
+    assert "S is not linear in α" in _hidden_failure("s0907", at_mean_alpha)
+    _hidden_failure("s0907", free_verification)
+
+
+def test_the_mix_example_of_the_task():
+    curve = checks.COST_CURVES["CPU-like"]
+    assert mix_speedup({"code": 0.8, "chat": 0.2}, 0.0, 4, curve, {"code": 0.5, "chat": 0.5}) == pytest.approx(1.274, abs=1e-3)
+    assert references.mix_speedup({"code": 0.8, "chat": 0.2}, 0.0, 4, curve, {"code": 0.5, "chat": 0.5}) == \
+        pytest.approx(1.274, abs=1e-3)
+
+
+def test_the_bigram_rule_on_the_tasks_example_and_its_edges():
+    assert references.bigram_proposal([4, 7, 4, 9, 7, 4], 3) == [9, 7, 4]
+    assert references.bigram_proposal([4, 7, 4, 9, 7, 4], 3, first=True) == [7, 4, 7]
+    assert references.bigram_proposal([1, 2, 3, 1, 5], 4) == []          # the last token occurs once: no follower
+    assert references.bigram_proposal([3, 3, 3], 4) == [3, 3, 3, 3]
+    assert references.bigram_proposal([7], 3) == [] and references.bigram_proposal([4, 7, 4], 0) == []
+    drafter = ContextBigramDrafter(16)
+    for description, sequence, tau in checks.BIGRAM_CASES:
+        assert drafter.propose(torch.tensor([sequence]), tau).tokens == references.bigram_proposal(sequence, tau)
+
+
+def test_a_drafter_that_ignores_the_rule_fails_visible_and_hidden():
+    class TokenZero(ContextBigramDrafter):  # lossless whatever it proposes, but not the rule
+        def propose(self, sequence, tau, **kwargs):
+            q = torch.zeros(tau, self.vocab_size)
+            q[:, 0] = 1.0
+            return Draft([0] * tau, q)
+
+    class FirstFollower(ContextBigramDrafter):  # a table that keeps the FIRST follower of each token
+        def propose(self, sequence, tau, **kwargs):
+            proposal = references.bigram_proposal(sequence[0].tolist(), tau, first=True)
+            q = torch.zeros(len(proposal), self.vocab_size)
+            q[torch.arange(len(proposal)), torch.tensor(proposal, dtype=torch.long)] = 1.0
+            return Draft(proposal, q)
+
+    with pytest.raises(checks.CheckFailed, match="wrong tokens from position 0"):
+        checks.check_own_drafter(TokenZero)
+    with pytest.raises(checks.CheckFailed, match="FIRST followers"):
+        checks.check_own_drafter(FirstFollower)
+    _hidden_failure("s0913", TokenZero)
+    assert "FIRST followers" in _hidden_failure("s0913", FirstFollower)
+
+
+def _hidden_failure(cell, fn) -> str:
+    """The hidden check's failure message for ``fn``: it must not show any hidden case's expected value."""
+    name = hidden_checks.HIDDEN["09_choosing_a_drafter"][cell][0]
+    with pytest.raises(checks.CheckFailed) as failed:
+        hidden_checks.run("09_choosing_a_drafter", cell, {name: fn})
+    message = str(failed.value)
+    assert "expected" not in message, message
+    return message
 
 
 def test_a_drafter_that_breaks_the_contract_is_caught():
@@ -147,12 +211,13 @@ def test_a_drafter_that_breaks_the_contract_is_caught():
         def propose(self, sequence, tau, **kwargs):
             return Draft([], torch.zeros(0, self.vocab_size))
 
-    with pytest.raises(checks.CheckFailed, match="probability distribution"):
+    with pytest.raises(checks.CheckFailed, match="one-hot at its proposed token"):
         checks.check_own_drafter(ZeroQ)
     with pytest.raises(checks.CheckFailed, match="at most τ"):
         checks.check_own_drafter(TooMany)
-    with pytest.raises(checks.CheckFailed, match="never proposed a token"):
+    with pytest.raises(checks.CheckFailed, match="the rule gives τ"):
         checks.check_own_drafter(NothingEver)
+    _hidden_failure("s0913", ZeroQ)
 
 
 def test_best_speedup_is_the_cost_models_best_over_tau():

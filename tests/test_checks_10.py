@@ -118,3 +118,43 @@ def test_shape_values_follow_the_formula():
     assert values[(1,)] == pytest.approx(1.5 / (0.1 + 1.1))
     assert values[(2, 1)] == pytest.approx((1 + 0.7 + 0.5 * 0.5) / (0.2 + 1.3))
     assert values[(3,)] == pytest.approx(1.7 / (0.1 + 1.3))  # a third choice the profile does not list adds nothing
+
+
+def _hidden_failure(cell, fn) -> str:
+    """The hidden check's failure message for ``fn``: it must not show any hidden case's expected value."""
+    name = hidden_checks.HIDDEN["10_token_trees"][cell][0]
+    with pytest.raises(checks.CheckFailed) as failed:
+        hidden_checks.run("10_token_trees", cell, {name: fn})
+    message = str(failed.value)
+    assert "expected" not in message, message
+    return message
+
+
+def test_hidden_failures_name_the_mistake_without_the_expected_answer():
+    def wrong_token(tokens, parents, target_argmax):
+        path, _ = longest_accepted_path(tokens, parents, target_argmax)
+        return path, target_argmax[0]
+
+    def free_drafting(alpha_of_rank, cost_curve, c, max_nodes):
+        return best_static_shape(alpha_of_rank, cost_curve, 0.0, max_nodes)
+
+    def chain(alpha_of_rank, cost_curve, c, max_nodes):
+        return (1,) * max_nodes
+
+    assert "the token after it is wrong" in _hidden_failure("s1007", wrong_token)
+    for fn in (free_drafting, chain):
+        message = _hidden_failure("s1010", fn)
+        assert "not the shape with the largest predicted speedup" in message
+        assert "got (" in message   # the learner's own shape and its speedup, never the best one
+
+
+def test_the_free_text_rubric_matches_the_task():
+    """The rubric of Task 4 quotes the CPU curve the task states (T(17)/T(1) = 2.12) and charges a static tree one draft
+    pass per level."""
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parent.parent / "solutions" / "10_token_trees.ipynb").read_text())
+    text = {c["id"]: "".join(c["source"]) for c in nb["cells"]}
+    assert "T(17)/T(1) = 2.12" in text["s1013"] and "T(17)/T(1) = 2.12" in text["s1014"]
+    assert "grows by\nhalf" not in text["s1014"] and "every level of a static tree" in text["s1014"]

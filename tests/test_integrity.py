@@ -64,6 +64,29 @@ HOSTILE = [
                                "longest_accepted_path = references.tree_walk\n"},
      "computed name|grader's own answers"),
 ]
+# answers that are not the learner's measurement, diagnosis or drafter: (learner, exercise, {name: source},
+# {graded name: points of its visible check, or None when only the hidden check is asserted})
+CHEATS = [
+    ("constants06", "06_performance_analysis",
+     {"measure_target_ms": "def measure_target_ms(model, ks):\n    return {k: 40.0 + 3.0 * (k - 1) for k in ks}\n"},
+     {"measure_target_ms": 0}),
+    ("lookup07", "07_control_and_production",  # the visible traces' contents, as the notebook's own set-up made them
+     {"diagnose": "from pathlib import Path\nLABELS = {'healthy': 'none', 'no_chat_template': 'prompt_mismatch', "
+                  "'slow_draft': 'slow_draft', 'token_by_token_verification': 'verification_not_one_pass', "
+                  "'slow_kernels': 'slow_kernels', 'stale_cache': 'stale_cache'}\n\n"
+                  "def diagnose(trace_path):\n    data = Path(trace_path).read_bytes()\n"
+                  "    return next((LABELS[f] for f, p in traces.items() if Path(p).read_bytes() == data), 'none')\n"},
+     {"diagnose": None}),
+    ("trivial09", "09_choosing_a_drafter",
+     {"ContextBigramDrafter": "import torch\nfrom specdec_course.draft import Draft\n\n"
+                              "class ContextBigramDrafter(Drafter):\n    name = 'always token 0'\n\n"
+                              "    def __init__(self, vocab_size):\n        self._vocab_size = vocab_size\n\n"
+                              "    @property\n    def vocab_size(self):\n        return self._vocab_size\n\n"
+                              "    def propose(self, sequence, tau, *, temperature=0.0, generator=None):\n"
+                              "        q = torch.zeros(tau, self._vocab_size)\n        q[:, 0] = 1.0\n"
+                              "        return Draft(tokens=[0] * tau, q=q)\n"},
+     {"ContextBigramDrafter": 0}),
+]
 # code the grader cannot read: only the withheld stub stops it
 EXEC = ("exec01", "01_greedy_draft_generation",
         {"draft_tokens": "import specdec_course as sc\n"
@@ -160,6 +183,8 @@ def graded(tmp_path_factory):
         _write(subs, "untouched", _released(exercise), exercise)
     for learner, exercise, replacements, _ in HOSTILE:
         _write(subs, learner, _with_definition(exercise, replacements), exercise)
+    for learner, exercise, replacements, _ in CHEATS:
+        _write(subs, learner, _with_definition(exercise, replacements), exercise)
     learner, exercise, replacements = EXEC
     _write(subs, learner, _with_definition(exercise, replacements), exercise)
     start = time.monotonic()
@@ -205,6 +230,18 @@ def test_delegating_scores_zero_on_its_task_with_the_reason(graded, learner, exe
     for row in hit:
         assert row["points"] == 0 and "delegates to the course" in row["message"], row
         assert re.search(reason, row["message"]), row["message"]
+
+
+@pytest.mark.parametrize("learner, exercise, replacements, visible", CHEATS, ids=[c[0] for c in CHEATS])
+def test_constants_a_lookup_and_a_trivial_drafter_score_zero_on_the_hidden_check(graded, learner, exercise,
+                                                                                replacements, visible):
+    rows = _rows(graded, learner)
+    for name, points in visible.items():
+        hit = [r for r in rows if name in grading._graded_names(_task(exercise, r["task"]), exercise)]
+        hidden = [r for r in hit if r["task"].endswith("(hidden check)")]
+        assert hidden and all(r["points"] == 0 and r["message"].startswith("CheckFailed") for r in hidden), hidden
+        if points is not None:
+            assert all(r["points"] == points for r in hit if r not in hidden), hit
 
 
 def test_code_the_grader_cannot_read_still_finds_the_answer_withheld(graded):

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from specdec_course.course import grading, sandbox
-from test_grade import AFTER_T2, ALL, BEFORE_T2, EXERCISE, NO_SANDBOX, NONE, ROOT, T1, T1H, T2, _by_task, _cell, _hashes, _points, \
+from test_grade import AFTER_T2, ALL, BEFORE_T2, EXERCISE, NO_SANDBOX, NONE, ROOT, T1, T1H, T2, T2H, _by_task, _cell, _hashes, _points, \
     _released, _solved, _write
 
 needs_sandbox = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"grading runs notebooks in a bubblewrap sandbox and "
@@ -223,7 +223,7 @@ def test_other_learners_files_the_hidden_checks_and_the_grader_are_out_of_reach(
     for part in ("subs:FileNotFoundError", "other:FileNotFoundError", "hidden:nothing", "ssh:FileNotFoundError",
                  "grade:FileNotFoundError"):
         assert part in seen, seen
-    assert _points(hostile, "spy") == {T1: 0, T1H: 0, T2: 1, **AFTER_T2}
+    assert _points(hostile, "spy") == {T1: 0, T1H: 0, T2: 1, T2H: 1, **AFTER_T2}
 
 
 def test_an_infinite_loop_times_out_and_keeps_the_points_before_it(hostile):

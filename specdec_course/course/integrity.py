@@ -24,18 +24,19 @@ WITHHELD: dict[str, dict[str, tuple[str, ...]]] = {
     "00_autoregressive_generation": {
         "greedy_next_token": (),
         "greedy_generate": ("generation:autoregressive_generate",),
+        "sample_next_tokens": ("generation:pick_token", "draft:distribution"),
     },
     "01_greedy_draft_generation": {
         "draft_tokens": ("draft:draft_tokens", "generation:autoregressive_generate"),
-        "kept_per_position": (),
+        "draft_tokens_fed": (),  # nothing in the package counts them: the learner's own accounting
     },
     "02_parallel_verification": {
         "verify": ("verify:verify", "verify:verify_logits"),
-        "cached_pass_gap": ("generation:mismatch_margin",),
+        "argmax_flips": (),  # takes logit tensors: generation:mismatch_margin works on a model and answers nothing here
     },
     "03_acceptance_rule": {
         "textbook_accept": ("accept:accept", "accept:consecutive_accepted"),
-        "by_hand": (),
+        "by_hand": ("accept:accept", "accept:consecutive_accepted"),
         "acceptance_rate": (),
         "simulate_acceptance": ("accept:accept",),
     },
@@ -51,6 +52,7 @@ WITHHELD: dict[str, dict[str, tuple[str, ...]]] = {
         "rollback": ("cache:rollback",),
         "kv_bytes_per_token": ("cache:kv_bytes_per_token", "cache:kv_cache_bytes"),
         "cache_step": ("cache:rollback",),
+        "cache_plan": ("cache:kv_bytes_per_token", "cache:kv_cache_bytes"),
     },
     "06_performance_analysis": {
         # not accept:alpha_from_steps / kept_fraction_of_steps, kernels:pass_times / current_pass_times: a trace (the
