@@ -11,7 +11,6 @@ import math
 
 import torch
 
-from ..generation import autoregressive_generate
 
 
 # --------------------------------------------------------------------------- 00-05 · tasks beyond the chapters
