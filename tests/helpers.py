@@ -53,3 +53,18 @@ class BigramLM(torch.nn.Module):
             out = {seq + (y,): pr * float(probs[seq[-1] if seq else prompt_last, y])
                    for seq, pr in out.items() for y in range(self.table.shape[0])}
         return out
+
+
+def hidden_failure(exercise: str, cell: str, fn) -> str:
+    """The message with which the hidden check after check cell ``cell`` of ``exercise`` fails ``fn``; it must not
+    show a hidden case's expected value."""
+    import pytest
+
+    from specdec_course.course import checks, hidden_checks
+
+    name = hidden_checks.HIDDEN[exercise][cell][0]
+    with pytest.raises(checks.CheckFailed) as failed:
+        hidden_checks.run(exercise, cell, {name: fn})
+    message = str(failed.value)
+    assert "expected" not in message, message
+    return message

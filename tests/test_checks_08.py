@@ -5,6 +5,7 @@ import time
 import pytest
 import torch
 
+from helpers import hidden_failure
 from specdec_course.course import checks, hidden_checks, references
 from specdec_course.generation import forward_time
 
@@ -36,12 +37,7 @@ SOLUTION = {"draft_agreement": draft_agreement, "expected_tokens_per_step": expe
 
 
 def _hidden_failure(cell, fn) -> str:
-    name = hidden_checks.HIDDEN[EXERCISE][cell][0]
-    with pytest.raises(checks.CheckFailed) as failed:
-        hidden_checks.run(EXERCISE, cell, {name: fn})
-    message = str(failed.value)
-    assert "expected" not in message, message
-    return message
+    return hidden_failure(EXERCISE, cell, fn)
 
 
 def test_every_graded_task_has_a_hidden_check():

@@ -3,6 +3,7 @@ agree with the cost model. Tiny models and hand-made numbers only."""
 import pytest
 import torch
 
+from helpers import hidden_failure
 from specdec_course.course import checks, hidden_checks, references
 from specdec_course.draft import Draft
 from specdec_course.drafters import Drafter, find_continuation as reference_continuation
@@ -188,13 +189,7 @@ def test_a_drafter_that_ignores_the_rule_fails_visible_and_hidden():
 
 
 def _hidden_failure(cell, fn) -> str:
-    """The hidden check's failure message for ``fn``: it must not show any hidden case's expected value."""
-    name = hidden_checks.HIDDEN["09_choosing_a_drafter"][cell][0]
-    with pytest.raises(checks.CheckFailed) as failed:
-        hidden_checks.run("09_choosing_a_drafter", cell, {name: fn})
-    message = str(failed.value)
-    assert "expected" not in message, message
-    return message
+    return hidden_failure("09_choosing_a_drafter", cell, fn)
 
 
 def test_a_drafter_that_breaks_the_contract_is_caught():

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from helpers import hidden_failure
 from specdec_course.course import checks, hidden_checks, references
 from specdec_course.tree import TokenTree, accept_greedy, tree_mask as reference_mask
 
@@ -121,13 +122,7 @@ def test_shape_values_follow_the_formula():
 
 
 def _hidden_failure(cell, fn) -> str:
-    """The hidden check's failure message for ``fn``: it must not show any hidden case's expected value."""
-    name = hidden_checks.HIDDEN["10_token_trees"][cell][0]
-    with pytest.raises(checks.CheckFailed) as failed:
-        hidden_checks.run("10_token_trees", cell, {name: fn})
-    message = str(failed.value)
-    assert "expected" not in message, message
-    return message
+    return hidden_failure("10_token_trees", cell, fn)
 
 
 def test_hidden_failures_name_the_mistake_without_the_expected_answer():
