@@ -54,6 +54,13 @@ def _attempt(failures: list[str], label: str, fn, *args, **kwargs):
         return _FAILED
 
 
+def _judged(failures: list[str], judge, label: str, fn, *args, **kwargs) -> None:
+    """Call the learner's function on one case and note what ``judge(result)`` finds wrong (None: nothing)."""
+    got = _attempt(failures, label, fn, *args, **kwargs)
+    if got is not _FAILED and (problem := judge(got)):
+        failures.append(problem)
+
+
 def _all_cases(name: str, failures: list[str], total: int, ok_message: str, hint: str | None = None) -> None:
     """Report every failed case at once, a line each (at most 8), then the hint; or the success message."""
     if failures:
@@ -386,12 +393,8 @@ def check_draft_tokens_fed(fn) -> None:
             total += 1
             label = (f"prompt of {prompt_length} tokens, tau={tau}, accepted {accepted}, "
                      f"{'with' if use_cache else 'without'} a cache")
-            got = _attempt(failures, label, fn, prompt_length, tau, list(accepted), use_cache)
-            if got is _FAILED:
-                continue
-            problem = fed_problem(got, prompt_length, tau, accepted, use_cache, label)
-            if problem:
-                failures.append(problem)
+            _judged(failures, lambda got: fed_problem(got, prompt_length, tau, accepted, use_cache, label),
+                    label, fn, prompt_length, tau, list(accepted), use_cache)
     _all_cases("draft_tokens_fed", failures, total, "you counted what the draft reads: the whole context every pass "
                "without a cache, one token a pass with one (two after a step that kept every draft)",
                hint="walk the steps: τ passes each; then the context grows by n + 1 and the cache is cut back to the "
@@ -719,12 +722,8 @@ def check_argmax_flips(fn) -> None:
     failures, cases = [], flip_cases()
     for index, (one_pass, one_by_one, bound) in enumerate(cases):
         label = f"case #{index} ({one_pass.shape[0]} rows, bound {bound})"
-        got = _attempt(failures, label, fn, one_pass.clone(), one_by_one.clone(), bound)
-        if got is _FAILED:
-            continue
-        problem = flip_problem(got, one_pass, one_by_one, bound, label)
-        if problem:
-            failures.append(problem)
+        _judged(failures, lambda got: flip_problem(got, one_pass, one_by_one, bound, label),
+                label, fn, one_pass.clone(), one_by_one.clone(), bound)
     _all_cases("argmax_flips", failures, len(cases), "you find where an argmax can flip (a top-2 margin within "
                "2 × the bound) and where it does", hint="margin = top-1 − top-2 of each row of one_pass (torch.topk(2)); "
                "could flip where margin ≤ 2·bound")
@@ -783,12 +782,9 @@ def check_sample_corrections(fn) -> None:
     failures, total = [], 0
     for index, (p, q) in enumerate(residual_cases()):
         total += 1
-        got = _attempt(failures, f"case #{index}", fn, p.clone(), q.clone(), 3000, torch.Generator().manual_seed(index))
-        if got is _FAILED:
-            continue
-        problem = judge_samples(got, residual(p, q), f"case #{index} ({'p == q' if torch.equal(p, q) else 'p ≠ q'})")
-        if problem:
-            failures.append(problem)
+        label = f"case #{index} ({'p == q' if torch.equal(p, q) else 'p ≠ q'})"
+        _judged(failures, lambda got: judge_samples(got, residual(p, q), label), f"case #{index}", fn, p.clone(),
+                q.clone(), 3000, torch.Generator().manual_seed(index))
     _all_cases("sample_corrections", failures, total, "your corrections follow norm(max(0, p − q)), the part of p the "
                "draft did not cover (and p itself where p == q)")
 
@@ -901,12 +897,7 @@ def check_by_hand(fn) -> None:
     failures = []
     for index, (p, q, r) in enumerate(cases):
         label = "the worked case" if index == 0 else f"p={p}, q={q}, r={r}"
-        got = _attempt(failures, label, fn, list(p), list(q), list(r))
-        if got is _FAILED:
-            continue
-        problem = step_problem(got, p, q, r, label)
-        if problem:
-            failures.append(problem)
+        _judged(failures, lambda got: step_problem(got, p, q, r, label), label, fn, list(p), list(q), list(r))
     _all_cases("by_hand", failures, len(cases), "by hand: verdicts A A R A, n = 2, and 3 tokens appended (2 drafts + "
                "the correction); and the same rule on three more steps (every draft accepted, no drafts, a tie r = p/q)")
 
@@ -985,12 +976,7 @@ def check_acceptance_rate(fn) -> None:
     failures, cases = [], acceptance_cases()
     for index, (p, q) in enumerate(cases):
         label = f"case #{index} (vocabulary {len(p)}{', p == q' if torch.equal(p, q) else ''})"
-        got = _attempt(failures, label, fn, p.clone(), q.clone())
-        if got is _FAILED:
-            continue
-        problem = judge_acceptance_rate(got, p, q, label)
-        if problem:
-            failures.append(problem)
+        _judged(failures, lambda got: judge_acceptance_rate(got, p, q, label), label, fn, p.clone(), q.clone())
     _all_cases("acceptance_rate", failures, len(cases), "acceptance_rate gives Σ_y q(y)·min(1, p(y)/q(y)) = Σ_y min(p(y), "
                "q(y)) = 1 − TV(p, q) on every case (including p == q and disjoint supports)",
                hint="P(accept) = Σ_y P(draft = y)·P(accept | y) = Σ_y q(y)·min(1, p(y)/q(y))")
@@ -1227,12 +1213,8 @@ def check_cache_plan(fn) -> None:
     for name, batch, budget in cases:
         config = dict(PLAN_CONFIGS[name])
         label = f"{name}, batch {batch}, budget {budget:,} bytes"
-        got = _attempt(failures, label, fn, dict(config), batch, budget)
-        if got is _FAILED:
-            continue
-        problem = plan_problem(got, config, batch, budget, label)
-        if problem:
-            failures.append(problem)
+        _judged(failures, lambda got: plan_problem(got, config, batch, budget, label),
+                label, fn, dict(config), batch, budget)
     _all_cases("cache_plan", failures, len(cases), "cache_plan reads a config.json, sizes the cache of a batch and "
                "finds the longest context that fits", hint="bytes per position = 2 × layers × KV heads × head size × "
                "bytes per element × batch; longest context = budget // that")
