@@ -80,8 +80,11 @@ def test_rollback_of_each_drafter_equals_recomputation():
         assert again.tokens == expected.tokens, name
         # a quantized copy computes the prompt with float weights and single tokens in 4 bits: the fresh drafter's
         # longer first pass rounds differently, by bfloat16 rounding at most
-        float_from = getattr(getattr(drafter, "model", None), "float_from", None)
-        assert torch.allclose(again.q, expected.q, atol=1e-5 if float_from is None else 2e-3), name
+        # (a two-level drafter's q come from its upper level, which may be such a copy)
+        model = getattr(drafter, "model", None) or getattr(drafter, "upper", None)
+        float_from = getattr(model, "float_from", None)
+        gap = (again.q - expected.q).abs().max().item()
+        assert gap <= (1e-5 if float_from is None else 2e-3), f"{name}: q differ by {gap:.2e}"
 
 
 def test_rollback_leaves_no_rejected_entries_in_a_two_level_drafters_caches():
