@@ -12,7 +12,7 @@ PORT   ?= 8888
 ROOTOK := $(if $(filter 0,$(shell id -u)),--allow-root)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup lab lab-headless test chromium bubblewrap doctor demo exercises bench clean-venv
+.PHONY: setup lab lab-headless test test-deps chromium bubblewrap doctor demo exercises bench clean-venv
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
 setup: $(STAMP)
@@ -37,7 +37,15 @@ lab-headless: setup
 
 # two workers, each test file (each notebook) whole on one of them; tests/conftest.py gives each its share of the cores
 TEST_WORKERS ?= 2
-test: setup chromium bubblewrap
+TESTSTAMP := $(VENV)/.test-installed-$(shell cat requirements-test.txt | cksum | cut -d' ' -f1)
+test-deps: $(TESTSTAMP)
+$(TESTSTAMP): requirements-test.txt $(STAMP)
+	@echo "installing what the tests need (requirements-test.txt: nbgrader) into .venv ..."
+	@$(PIP) -r requirements-test.txt
+	@rm -f $(VENV)/.test-installed-*
+	@touch $(TESTSTAMP)
+
+test: setup test-deps chromium bubblewrap
 	SPECDEC_QUICK=1 $(PY) -m pytest -p no:cacheprovider tests notebooks solutions -n $(TEST_WORKERS) --dist loadfile \
 		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -q --durations=40
 

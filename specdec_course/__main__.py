@@ -5,8 +5,12 @@
     bench       target-only, speculative (each tau, adaptive policies) and transformers' assisted generation side by
                 side, predicted speedup beside measured, for each kernel path
     exercises   regenerate exercises/ from solutions/ (--check: only compare)
+    nbgrader    an nbgrader course folder made from solutions/ (for classes that grade with nbgrader)
     grade       run learners' exercise notebooks (a folder of them) against the checks; CSV of points per task
+    gradebook   a graded class's records: rubric scores merged, one row per learner, feedback files
     doctor      check the set-up (Python, pinned packages, model, cache, device, kernel path, Jupyter kernel)
+    check       run your own exercise notebooks and list which checks pass, across exercises
+    release     write the learners' copy of the course (no solutions, reference answers or hidden checks)
 """
 from __future__ import annotations
 
@@ -226,7 +230,43 @@ def cmd_grade(args) -> int:
     from .course.grading import grade
 
     grade(args.submissions, exercise=args.exercise, timeout=args.timeout, out=args.out, trusted=args.trusted,
-          memory_mb=args.memory_mb, max_processes=args.max_processes)
+          memory_mb=args.memory_mb, max_processes=args.max_processes, manual=args.manual, roster=args.roster,
+          by_learner=args.by_learner, feedback=args.feedback)
+    return 0
+
+
+def cmd_gradebook(args) -> int:
+    from .course import gradebook
+    from .course.grading import summary, write_rows
+
+    if not (args.manual or args.by_learner or args.feedback):
+        raise ValueError("gradebook needs something to do: --manual (with --out), --by-learner or --feedback")
+    gradebook.check_inputs(manual=args.manual, roster=args.roster, feedback=args.feedback)
+    rows = gradebook.read_grades(args.grades)
+    gradebook.publish(rows, manual=args.manual, roster=args.roster, by_learner_path=args.by_learner,
+                      feedback=args.feedback)
+    if args.out:
+        write_rows(rows, args.out)
+    print(summary(rows))
+    return 0
+
+
+def _class_options(parser) -> None:
+    """The options that turn grades into a class's records (grade and gradebook)."""
+    parser.add_argument("--manual", default=None, help="CSV of rubric scores for written answers: columns learner, "
+                        "exercise, task, points and optionally comment (task as \"Task 3\" or its full name)")
+    parser.add_argument("--roster", default=None, help="CSV mapping learners to student ids: columns learner, "
+                        "student_id and optionally name")
+    parser.add_argument("--by-learner", default=None, help="also write this CSV: one row per learner (student id, each "
+                        "task's points, total, max) for a learning platform")
+    parser.add_argument("--feedback", default=None, help="also write one Markdown feedback file per learner into this "
+                        "folder (a new or empty one, or one this command wrote before)")
+
+
+def cmd_nbgrader(args) -> int:
+    from .course.nbgrader_course import write_course
+
+    write_course(args.course, args.exercises or None)
     return 0
 
 
@@ -234,6 +274,19 @@ def cmd_doctor(args) -> int:
     from .course.doctor import main as doctor
 
     return doctor(model=not args.no_model)
+
+
+def cmd_check(args) -> int:
+    from .course.selfcheck import main as check
+
+    return check(args.exercises, folder=args.folder, timeout=args.timeout)
+
+
+def cmd_release(args) -> int:
+    from .course.release import build
+
+    build(args.folder)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -316,7 +369,33 @@ def main(argv=None) -> int:
     gr.add_argument("--trusted", action="store_true",
                     help="run the notebooks WITHOUT a sandbox (only where bubblewrap cannot be had, for notebooks you "
                          "trust); the summary and the CSV say so")
+    _class_options(gr)
     gr.set_defaults(run=cmd_grade)
+
+    gb = sub.add_parser("gradebook", help="merge rubric scores into a grades CSV, one row per learner, feedback files "
+                                          "(without running the notebooks again)")
+    gb.add_argument("grades", help="the CSV that `grade` wrote")
+    gb.add_argument("--out", default=None, help="write the long CSV with the rubric scores merged here (it may be "
+                                                "the same file)")
+    _class_options(gb)
+    gb.set_defaults(run=cmd_gradebook)
+
+    nbg = sub.add_parser("nbgrader", help="write an nbgrader course folder (source/ from solutions/, hidden checks "
+                                          "as hidden tests) for nbgrader's generate_assignment and autograde")
+    nbg.add_argument("course", help="the course folder to write (new, empty, or one this command wrote)")
+    nbg.add_argument("exercises", nargs="*", help="which exercises (names or numbers like 04; default: all)")
+    nbg.set_defaults(run=cmd_nbgrader)
+
+    chk = sub.add_parser("check", help="run your exercise notebooks (each in a fresh kernel, unchanged) and list "
+                                       "which checks pass")
+    chk.add_argument("exercises", nargs="*", help="which exercises (names, file names or numbers like 04; default: all)")
+    chk.add_argument("--folder", default="exercises", help="the folder of your exercise notebooks (default: exercises)")
+    chk.add_argument("--timeout", type=float, default=600, help="seconds a cell may run (default 600)")
+    chk.set_defaults(run=cmd_check)
+
+    rel = sub.add_parser("release", help="write the learners' copy of the course into a folder")
+    rel.add_argument("folder", help="where to write it: a new or empty folder, or an earlier release to replace")
+    rel.set_defaults(run=cmd_release)
 
     doc = sub.add_parser("doctor", help="check the set-up: one OK/FAIL line per check, with a fix for each FAIL")
     doc.add_argument("--no-model", action="store_true",

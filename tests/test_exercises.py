@@ -1,5 +1,6 @@
 """The exercise machinery: generation from solutions/, protection of learners' edits, checks both ways."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -392,3 +393,65 @@ def test_check_held_out_alpha_pools_answer_positions():
         checks.check_held_out_alpha(lambda draft, held_out: label_accuracy(draft, held_out, answers_only=False))
     with pytest.raises(checks.CheckFailed):
         hidden_checks.held_out_alpha(per_answer)
+
+
+# ---------------------------------------------------------------- time estimates at the top of each exercise
+TIME_ROW = re.compile(r"^\| (\d+) \| (.+?) \| (\d+) min \|$", re.M)
+TOTAL = re.compile(r"^About (\d+) minutes in all\b", re.M)
+SHORT_LAB = re.compile(r"about (\d+) minutes without (?:it|them)")
+OPTIONAL_TASKS = re.compile(r"in a short lab Tasks? (\d+(?:(?:, | and )\d+)*) \(")
+TASK_HEADING = re.compile(r"^## Task (\d+) ·", re.M)
+
+
+def time_table_problems(nb: dict) -> list[str]:
+    """What is wrong with the time table in a notebook's first cell: a row (with minutes) for every `## Task N`
+    heading and no other, "About N minutes in all" equal to the rows' sum, and a short-lab figure (where given)
+    equal to the sum without the tasks it calls optional, which must include every task beyond the chapter."""
+    first = "".join(nb["cells"][0]["source"])
+    headings = [int(n) for cell in nb["cells"] if cell["cell_type"] == "markdown"
+                for n in TASK_HEADING.findall("".join(cell["source"]))]
+    found = TIME_ROW.findall(first)
+    rows = {int(n): int(minutes) for n, _, minutes in found}
+    problems = []
+    if len(found) != len(rows):
+        problems.append(f"a task has more than one row: {[n for n, _, _ in found]}")
+    if sorted(rows) != sorted(headings):
+        problems.append(f"rows for tasks {sorted(rows)}, but the notebook's Task headings are {sorted(headings)}")
+    totals = TOTAL.findall(first)
+    if len(totals) != 1:
+        return problems + [f"expected one line 'About N minutes in all' in the first cell, found {len(totals)}"]
+    total = int(totals[0])
+    if total != sum(rows.values()):
+        problems.append(f"says about {total} minutes in all, the rows add up to {sum(rows.values())}")
+    short = SHORT_LAB.search(first)
+    optional = OPTIONAL_TASKS.search(first)
+    beyond = {int(n) for n, what, _ in found if what.endswith("(beyond the chapter)")}
+    named = {int(n) for n in re.findall(r"\d+", optional.group(1))} if optional else set()
+    if beyond - named:
+        problems.append(f"tasks {sorted(beyond - named)} go beyond the chapter but are not named optional for a short lab")
+    if optional and not short:
+        problems.append("names optional tasks without saying how long the rest takes")
+    if short:
+        without = int(short.group(1))
+        if optional and without != total - sum(rows.get(n, 0) for n in named):
+            problems.append(f"says about {without} minutes without tasks {sorted(named)}, "
+                            f"the rows give {total - sum(rows.get(n, 0) for n in named)}")
+        if not 0 < without < total:
+            problems.append(f"a short lab of {without} minutes out of {total}")
+    return problems
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
+def test_every_exercise_states_each_tasks_minutes_and_their_sum(path):
+    assert time_table_problems(json.loads(path.read_text())) == []
+
+
+def test_time_table_problems_catch_a_missing_row_and_a_wrong_sum():
+    nb = json.loads((ROOT / "exercises" / "04_correction_and_the_full_loop.ipynb").read_text())
+    first = "".join(nb["cells"][0]["source"])
+    nb["cells"][0]["source"] = [first.replace("| 2 | the sequence after one step | 5 min |\n", "")]
+    problems = time_table_problems(nb)
+    assert any("Task headings are [1, 2, 3, 4, 5, 6]" in p for p in problems)
+    assert any("the rows add up to 65" in p for p in problems)
+    nb["cells"][0]["source"] = [first.replace("in a short lab Tasks 5 and 6", "in a short lab Task 5")]
+    assert any("[6] go beyond the chapter" in p for p in time_table_problems(nb))

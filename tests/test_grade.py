@@ -21,8 +21,8 @@ LIMIT = 600  # seconds a notebook may run: far more than any of these needs, on 
 T1, T2 = "Task 1 · Count the accepted drafts", "Task 2 · By hand, then as a function"
 T3, T4 = "Task 3 · The acceptance rate, derived", "Task 4 · ... and checked by simulation"
 T1H, T2H, T3H, T4H = (task + " (hidden check)" for task in (T1, T2, T3, T4))
-AFTER_T2 = {T3: 1, T3H: 1, T4: 1, T4H: 1}
-ALL = {T1: 1, T1H: 1, T2: 1, T2H: 1, **AFTER_T2}
+AFTER_T2 = {T3: 2, T3H: 2, T4: 2, T4H: 2}  # points from each check cell's metadata; a hidden check as much as its check
+ALL = {T1: 1, T1H: 1, T2: 2, T2H: 2, **AFTER_T2}
 NONE = dict.fromkeys(ALL, 0)
 BEFORE_T2 = {T1: 1, T1H: 1, T2: 0, T2H: 0, **dict.fromkeys(AFTER_T2, 0)}   # stopped at Task 2: nothing after it counts
 ALL_BUT_T2 = {T1: 1, T1H: 1, T2: 0, T2H: 0, **AFTER_T2}
@@ -117,7 +117,7 @@ def test_csv_has_a_row_per_learner_and_task(graded):
     for learner in learners - {"models"}:
         assert set(_by_task(graded, learner)) == {"(notebook)", *ALL}
         assert {r["exercise"] for r in graded["csv"] if r["learner"] == learner} == {EXERCISE}
-    assert "solved" in graded["log"] and "8/8" in graded["log"] and "wrote" in graded["log"]
+    assert "solved" in graded["log"] and "14/14" in graded["log"] and "wrote" in graded["log"]
     assert "TRUSTED" not in graded["log"]
 
 
@@ -132,9 +132,9 @@ def test_solution_full_marks_untouched_zero_half_solved_half(graded):
 
 def test_a_solution_that_takes_models_and_tensors_scores_full_marks(graded):
     rows = _by_task(graded, "models")
-    assert {t: p for t, p in _points(graded, "models").items()} == {t: 1.0 for t, (p, m, _) in rows.items() if m == "1"}
+    assert _points(graded, "models") == {t: float(m) for t, (p, m, _) in rows.items() if p != "" and t != "(notebook)"}
     assert len(_points(graded, "models")) == 12, rows  # 6 checks (a model, tensors, numbers, dicts, data, a clock), 6 hidden
-    assert rows["Task 4 · In your own words"][:2] == ("", "0")
+    assert rows["Task 4 · In your own words"][:2] == ("", "2")  # its rubric's points, given by hand
     assert rows["Task 4 · In your own words"][2].startswith("manual: answered (")
 
 
@@ -158,7 +158,7 @@ def test_deleted_or_renamed_check_cell_gives_zero_for_its_task_only(graded):
     assert deleted[T2][2] == "deleted or renamed cell 0c08957b"
     assert "deleted or renamed cell 0c08957b" in deleted["(notebook)"][2]
     assert "deleted or renamed cell c05" in deleted["(notebook)"][2]  # reported, but costs no points
-    assert _points(graded, "renamed") == {T1: 0, T1H: 0, T2: 1, T2H: 1, **AFTER_T2}  # the hidden check belongs to the same task
+    assert _points(graded, "renamed") == {T1: 0, T1H: 0, T2: 2, T2H: 2, **AFTER_T2}  # the hidden check belongs to the same task
     assert renamed[T1][2] == renamed[T1H][2] == "deleted or renamed cell c04"
 
 
@@ -188,12 +188,12 @@ def test_tasks_come_from_the_released_check_cells():
                           "Task 5 · Pick a draft for a target (beyond the chapter)")
     t6 = "Task 6 · Train two drafts, measure them, then choose (beyond the chapter)"
     t62 = t6 + " (check 2)"
-    assert [(t.name, t.kind, t.points) for t in tasks] == [(t1, "check", 1), (t1 + " (hidden check)", "hidden", 1),
+    assert [(t.name, t.kind, t.points) for t in tasks] == [(t1, "check", 2), (t1 + " (hidden check)", "hidden", 2),
                                                            (t2, "check", 1), (t2 + " (hidden check)", "hidden", 1),
-                                                           (t3, "check", 1), (t3 + " (hidden check)", "hidden", 1), (t4, "manual", 0),
-                                                           (t5, "check", 1), (t5 + " (hidden check)", "hidden", 1),
-                                                           (t6, "check", 1), (t6 + " (hidden check)", "hidden", 1),
-                                                           (t62, "check", 1), (t62 + " (hidden check)", "hidden", 1)]
+                                                           (t3, "check", 2), (t3 + " (hidden check)", "hidden", 2), (t4, "manual", 2),
+                                                           (t5, "check", 2), (t5 + " (hidden check)", "hidden", 2),
+                                                           (t6, "check", 2), (t6 + " (hidden check)", "hidden", 2),
+                                                           (t62, "check", 2), (t62 + " (hidden check)", "hidden", 2)]
     assert tasks[0].grade_id == "check_c04" and "check_draft_agreement" in tasks[0].source
     assert grading.check_names(tasks[0].source) == (["draft_agreement"], [])
     for name in grading.exercise_names():
@@ -229,7 +229,7 @@ def test_grade_command_writes_the_csv_and_a_summary(tmp_path, capsys, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert main(["grade", "subs", "--exercise", "03", "--trusted"]) == 0  # nothing runs: no sandbox needed
     out = capsys.readouterr().out
-    assert "zoe" in out and "0/8" in out and "wrote grades.csv" in out and "TRUSTED" in out
+    assert "zoe" in out and "0/14" in out and "wrote grades.csv" in out and "TRUSTED" in out
     rows = list(csv.DictReader(open(tmp_path / "grades.csv", newline="")))
     assert [r["task"] for r in rows] == ["(notebook)", T1, T1H, T2, T2H, T3, T3H, T4, T4H]
     assert rows[0]["message"].startswith("TRUSTED, not sandboxed (--trusted): not valid JSON")
@@ -246,10 +246,13 @@ def test_without_a_sandbox_grade_refuses_unless_trusted(tmp_path, capsys, monkey
 
 def test_generated_exercises_carry_nbgrader_metadata():
     nb = exercises.make_exercise(json.loads((ROOT / "solutions" / f"{MODELS}.ipynb").read_text()), f"{MODELS}.ipynb")
-    assert _cell(nb, "c04")["metadata"]["nbgrader"] == {"grade": True, "solution": False, "locked": True, "points": 1,
+    assert _cell(nb, "c04")["metadata"]["nbgrader"] == {"grade": True, "solution": False, "locked": True, "points": 2,
                                                         "grade_id": "check_c04", "schema_version": 3}
+    assert _cell(nb, "c04")["metadata"]["deletable"] is False and _cell(nb, "c04")["metadata"]["editable"] is False
+    assert _cell(nb, "c12")["metadata"]["nbgrader"]["points"] == 2  # the written answer: its rubric's points
+    assert _cell(nb, "c01")["metadata"]["nbgrader"]["locked"] and _cell(nb, "c01")["metadata"]["deletable"] is False
     assert _cell(nb, "c03")["metadata"]["nbgrader"]["solution"] is True
-    assert _cell(nb, "c12")["metadata"]["nbgrader"]["grade"] is False
+    assert _cell(nb, "c12")["metadata"]["nbgrader"]["grade"] is True and _cell(nb, "c12")["metadata"]["nbgrader"]["solution"] is True
 
 
 def test_submissions_found_per_file_and_per_learner_folder(tmp_path):

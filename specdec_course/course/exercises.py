@@ -62,16 +62,36 @@ def _content_hash(nb: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def _mark_for_nbgrader(cell: dict, *, solution: bool) -> None:
-    """nbgrader's cell metadata: solution cells are answered by the learner, check cells are locked and give points."""
+RUBRIC = re.compile(r"Rubric \((\d+) points?\)")
+
+
+def _mark_for_nbgrader(cell: dict, *, solution: bool, rubric_points: int | None = None) -> None:
+    """nbgrader's cell metadata, so that nbgrader's generate_assignment and autograde accept the notebook:
+
+    * a code cell the learner fills in: an autograded answer (solution, no points of its own);
+    * an answer in words: a manually graded answer worth its rubric's points ("Rubric (N points)" in the solution);
+    * a check cell: autograder tests worth ``nbgrader.points`` (set in the solution notebook; default 1), locked;
+    * every other cell (set-up code, task text): read-only. Locked cells cannot be deleted or edited in Jupyter."""
     meta = cell.setdefault("metadata", {})
     previous = meta.get("nbgrader", {})
-    if solution:
-        meta["nbgrader"] = {"solution": True, "grade": False, "locked": False, "grade_id": f"solution_{cell.get('id')}",
-                            "schema_version": 3}
+    base = {"grade_id": f"cell_{cell.get('id')}", "schema_version": 3}
+    if solution and cell["cell_type"] == "markdown":
+        if rubric_points is None:
+            raise ValueError(f"cell {cell.get('id')}: an answer in words needs 'Rubric (N points)' in its solution")
+        meta["nbgrader"] = {**base, "grade_id": f"answer_{cell.get('id')}", "solution": True, "grade": True,
+                            "locked": False, "points": rubric_points}
+    elif solution:
+        meta["nbgrader"] = {**base, "grade_id": f"solution_{cell.get('id')}", "solution": True, "grade": False,
+                            "locked": False}
     elif cell["cell_type"] == "code" and "check" in meta.get("tags", []):
-        meta["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": previous.get("points", 1),
-                            "grade_id": f"check_{cell.get('id')}", "schema_version": 3}
+        meta["nbgrader"] = {**base, "grade_id": f"check_{cell.get('id')}", "solution": False, "grade": True,
+                            "locked": True, "points": previous.get("points", 1)}
+    else:
+        meta["nbgrader"] = {**base, "solution": False, "grade": False, "locked": True}
+    if meta["nbgrader"]["locked"]:
+        meta["deletable"], meta["editable"] = False, False
+    else:
+        meta.pop("deletable", None), meta.pop("editable", None)
 
 
 def make_exercise(solution: dict, name: str) -> dict:
@@ -80,10 +100,11 @@ def make_exercise(solution: dict, name: str) -> dict:
     stubbed = 0
     for index, cell in enumerate(nb["cells"]):
         text = _source(cell)
+        rubric = RUBRIC.search(text)
         if BEGIN in text:
             stubbed += 1
             text = strip_solutions(text, markdown=cell["cell_type"] == "markdown", where=f"{name} cell {index}")
-        _mark_for_nbgrader(cell, solution=BEGIN in _source(cell))
+        _mark_for_nbgrader(cell, solution=BEGIN in _source(cell), rubric_points=int(rubric.group(1)) if rubric else None)
         cell["source"] = _as_lines(text)
         if cell["cell_type"] == "code":
             cell["outputs"] = []

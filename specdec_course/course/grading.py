@@ -11,8 +11,10 @@ The scheme, one CSV row per learner × exercise × task (columns learner, exerci
   ORIGINAL source (from the released exercise, whatever the learner made of it) runs without an error;
 * a hidden check (``specdec_course.course.hidden_checks``) runs right after its visible check and has a row of its
   own, "Task N · Title (hidden check)";
-* free-text answers (markdown "YOUR ANSWER HERE" cells) are not auto-graded: a row with empty points, max_points 0
-  and "manual: answered (N words)" or "manual: not answered";
+* free-text answers (markdown "YOUR ANSWER HERE" cells) are graded by hand with their rubric: a row with empty
+  points, max_points the rubric's (``metadata.nbgrader.points``) and "manual: answered (N words)" or "manual: not
+  answered", until ``--manual`` merges the scores (``gradebook.py``, which also writes one row per learner and
+  feedback files);
 * a "(notebook)" row (0 of 0 points) always carries what happened to the notebook as a whole: "ran in a sandbox in
   3.1 s", or the problems: not valid JSON, crashed, timed out, deleted or renamed cells, files changed, too many
   processes; and the cells (not check cells) that raised an error, by id and error name;
@@ -95,7 +97,10 @@ def resolve_exercise(name: str, released: Path = RELEASED) -> str:
 
 def load_tasks(exercise: str, released: Path = RELEASED) -> list[Task]:
     """The graded tasks of a released exercise, in notebook order."""
-    from .hidden_checks import HIDDEN
+    try:
+        from .hidden_checks import HIDDEN
+    except ImportError:  # a learners' release: no hidden checks
+        HIDDEN = {}
 
     nb = json.loads((released / f"{exercise}.ipynb").read_text())
     hidden = HIDDEN.get(exercise, {})
@@ -121,7 +126,8 @@ def load_tasks(exercise: str, released: Path = RELEASED) -> list[Task]:
                 tasks.append(Task(f"{name} (hidden check)", f"hidden_{cell_id}", "hidden", cell_id, hidden[cell_id][2],
                                   "", section))
         elif cell["cell_type"] == "markdown" and text.strip() == "YOUR ANSWER HERE":
-            tasks.append(Task(heading, f"answer_{cell_id}", "manual", cell_id, 0, "", section))
+            tasks.append(Task(heading, f"answer_{cell_id}", "manual", cell_id, meta.get("nbgrader", {}).get("points", 0),
+                              "", section))
     for task in tasks:  # cells before the first task belong to every task
         task.section = setup + task.section
     return tasks
@@ -317,7 +323,7 @@ def _all_zero(sub: Submission, tasks: list[Task], reason: str) -> list[dict]:
     rows = [_row(sub, NOTEBOOK, 0, 0, reason)]
     for task in tasks:
         if task.kind == "manual":
-            rows.append(_row(sub, task.name, "", 0, f"manual: not graded ({reason})"))
+            rows.append(_row(sub, task.name, "", task.points, f"manual: not graded ({reason})"))
         else:
             rows.append(_row(sub, task.name, 0, task.points, f"not graded: {reason}"))
     return rows
@@ -385,7 +391,7 @@ def grade_submission(sub: Submission, timeout: float, run: Run, released: Path =
             words = len(text.split())
             message = (f"manual: deleted or renamed cell {task.cell_id}" if cell is None else
                        f"manual: answered ({words} words)" if text and text != "YOUR ANSWER HERE" else "manual: not answered")
-            rows.append(_row(sub, task.name, "", 0, message))
+            rows.append(_row(sub, task.name, "", task.points, message))
             continue
         reads = [n for n in _graded_names(task, sub.exercise) if n in delegated]
         if gone:
@@ -423,10 +429,16 @@ class SandboxUnavailable(ValueError):
 
 
 def grade(folder, exercise: str | None = None, timeout: float = 300, out="grades.csv", released: Path = RELEASED,
-          log=print, trusted: bool = False, memory_mb: int = 6144, max_processes: int | None = None) -> list[dict]:
+          log=print, trusted: bool = False, memory_mb: int = 6144, max_processes: int | None = None, *,
+          manual=None, roster=None, by_learner=None, feedback=None) -> list[dict]:
     """Grade every submission in ``folder``, write the CSV to ``out`` and print a summary table. Returns the rows.
-    Each notebook runs in a bubblewrap sandbox; ``trusted=True`` runs them without one (where there is none)."""
+    Each notebook runs in a bubblewrap sandbox; ``trusted=True`` runs them without one (where there is none).
+    ``manual``, ``roster``, ``by_learner`` and ``feedback`` are gradebook.publish's (rubric scores, student ids,
+    the one-row-per-learner CSV, feedback files)."""
+    from . import gradebook
     from .sandbox import unavailable_reason
+
+    gradebook.check_inputs(manual=manual, roster=roster, feedback=feedback)
 
     if timeout <= 0:
         raise ValueError(f"--timeout must be a positive number of seconds, got {timeout:g}")
@@ -468,15 +480,23 @@ def grade(folder, exercise: str | None = None, timeout: float = 300, out="grades
         for row in rows:
             if row["task"] == NOTEBOOK:
                 row["message"] = "TRUSTED, not sandboxed (--trusted): " + row["message"]
+    gradebook.publish(rows, manual=manual, roster=roster, by_learner_path=by_learner, feedback=feedback,
+                      released=released, log=log)
+    write_rows(rows, out, log)
+    log(summary(rows) + ("\n(TRUSTED: not sandboxed)" if trusted else ""))
+    return rows
+
+
+def write_rows(rows: list[dict], out, log=print) -> None:
+    """The long CSV: one row per learner × exercise × task."""
     out = Path(out)
     existed = out.exists()
     with open(out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS)
+        writer = csv.DictWriter(handle, COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
-    log(summary(rows) + ("\n(TRUSTED: not sandboxed)" if trusted else ""))
+        writer.writerows({**row, "points": _number(row["points"]), "max_points": _number(row["max_points"])}
+                         for row in rows)
     log(f"wrote {out}" + (" (replaced the previous file)" if existed else ""))
-    return rows
 
 
 def _number(value) -> str:
@@ -484,17 +504,22 @@ def _number(value) -> str:
 
 
 def summary(rows: list[dict]) -> str:
-    """A learner × exercise table of points/max (manual answers not counted)."""
+    """A learner × exercise table of points/max; "+N" counts written answers still to grade by hand."""
     totals: dict[tuple, list] = {}
     for row in rows:
-        cell = totals.setdefault((row["learner"], row["exercise"] or "?"), [0, 0])
+        cell = totals.setdefault((row["learner"], row["exercise"] or "?"), [0, 0, 0])
         if row["points"] != "":
             cell[0] += row["points"]
+        elif row["task"] != NOTEBOOK:
+            cell[2] += 1
         cell[1] += row["max_points"]
     learners = list(dict.fromkeys(k[0] for k in totals))
     exercises = list(dict.fromkeys(k[1] for k in totals))
     header = ["learner"] + exercises
-    table = [header] + [[l] + [f"{_number(totals[(l, e)][0])}/{_number(totals[(l, e)][1])}" if (l, e) in totals else "-"
-                               for e in exercises] for l in learners]
+
+    def entry(got, most, pending):
+        return f"{_number(got)}/{_number(most)}" + (f" +{pending} to grade" if pending else "")
+
+    table = [header] + [[l] + [entry(*totals[(l, e)]) if (l, e) in totals else "-" for e in exercises] for l in learners]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
