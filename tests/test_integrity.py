@@ -193,8 +193,9 @@ def graded(tmp_path_factory):
 
 
 def _rows(graded, learner, exercise=None):
+    """The automatically graded rows (not the notebook's, not the answers in words that wait for a score by hand)."""
     return [r for r in graded["rows"] if r["learner"] == learner and (exercise is None or r["exercise"] == exercise)
-            and r["task"] != grading.NOTEBOOK and r["max_points"]]
+            and r["task"] != grading.NOTEBOOK and r["points"] != ""]
 
 
 def _notebook(graded, learner, exercise):
