@@ -1,7 +1,9 @@
 # specdec-course: everything sets itself up in a project-local virtual environment (.venv).
 #   make lab            install (first time) and open JupyterLab on the course
 #   make lab-headless   the same without a browser (servers, CI): prints the URL to open
-#   make test           install (first time), then unit tests + nbval over notebooks/ and solutions/ (2 workers)
+#   make test           install (first time), then unit tests + nbval over notebooks/ (2 workers; solutions/ run in
+#                       tests/test_release.py and are graded in tests/test_integrity.py)
+#   make check          a learner's self-check: run your exercise notebooks, list which checks pass (EX=04: one)
 #   make doctor         check the set-up: one OK/FAIL line per check, with a fix for each FAIL
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +14,7 @@ PORT   ?= 8888
 ROOTOK := $(if $(filter 0,$(shell id -u)),--allow-root)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup lab lab-headless test test-deps chromium bubblewrap doctor demo exercises bench clean-venv
+.PHONY: setup lab lab-headless test test-deps check chromium bubblewrap doctor demo exercises bench clean-venv
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
 setup: $(STAMP)
@@ -46,8 +48,12 @@ $(TESTSTAMP): requirements-test.txt $(STAMP)
 	@touch $(TESTSTAMP)
 
 test: setup test-deps chromium bubblewrap
-	SPECDEC_QUICK=1 $(PY) -m pytest -p no:cacheprovider tests notebooks solutions -n $(TEST_WORKERS) --dist loadfile \
+	SPECDEC_QUICK=1 $(PY) -m pytest -p no:cacheprovider tests notebooks -n $(TEST_WORKERS) --dist loadfile \
 		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -q --durations=40
+
+# a learner's self-check of their exercise notebooks (EX=04: one exercise)
+check: setup
+	$(PY) -m specdec_course check $(EX)
 
 # tests/test_browser.py drives the system Chromium: installed here when missing and possible (root with apt-get)
 HAVE_CHROMIUM = command -v chromedriver >/dev/null && { command -v chromium || command -v chromium-browser || command -v google-chrome; } >/dev/null

@@ -226,12 +226,22 @@ def cmd_exercises(args) -> int:
     return 0
 
 
-def cmd_grade(args) -> int:
-    from .course.grading import grade
+def _instructors_only(command: str) -> None:
+    """A clear refusal in the learners' copy of the course, which has no hidden checks to grade with."""
+    import importlib.util
 
-    grade(args.submissions, exercise=args.exercise, timeout=args.timeout, out=args.out, trusted=args.trusted,
-          memory_mb=args.memory_mb, max_processes=args.max_processes, manual=args.manual, roster=args.roster,
-          by_learner=args.by_learner, feedback=args.feedback)
+    if importlib.util.find_spec("specdec_course.course.hidden_checks") is None:
+        raise ValueError(f"`{command}` is for instructors: it needs the hidden checks, which this learners' copy of the "
+                         "course does not include. To see where you stand, run `python -m specdec_course check`")
+
+
+def cmd_grade(args) -> int:
+    from .course.gradebook import grade_class
+
+    _instructors_only("grade")
+    grade_class(args.submissions, exercise=args.exercise, timeout=args.timeout, out=args.out, trusted=args.trusted,
+                memory_mb=args.memory_mb, max_processes=args.max_processes, manual=args.manual, roster=args.roster,
+                by_learner=args.by_learner, feedback=args.feedback)
     return 0
 
 
@@ -266,6 +276,7 @@ def _class_options(parser) -> None:
 def cmd_nbgrader(args) -> int:
     from .course.nbgrader_course import write_course
 
+    _instructors_only("nbgrader")
     write_course(args.course, args.exercises or None)
     return 0
 

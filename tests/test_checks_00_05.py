@@ -46,7 +46,9 @@ NEW_TASKS = [  # (exercise, solution cell, function, visible check, hidden check
 @pytest.mark.parametrize("exercise, cell_id, name, visible, check_cell", NEW_TASKS, ids=[t[2] for t in NEW_TASKS])
 def test_the_solution_passes_and_the_stub_scores_nothing(exercise, cell_id, name, visible, check_cell, capsys):
     graded_name, hidden, points = hidden_checks.HIDDEN[exercise][check_cell]
-    assert graded_name == name and points == 1
+    released = json.loads((ROOT / "exercises" / f"{exercise}.ipynb").read_text())
+    check = next(c for c in released["cells"] if c["id"] == check_cell)
+    assert graded_name == name and points == check["metadata"]["nbgrader"]["points"]  # as much as its visible check
     solution = _function("solutions", exercise, cell_id, name)
     visible(solution)
     hidden(solution)

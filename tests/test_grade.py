@@ -282,3 +282,14 @@ def test_submissions_found_per_file_and_per_learner_folder(tmp_path):
 def test_bad_command_line_is_a_clear_error(tmp_path, capsys, argv, error):
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     assert error in capsys.readouterr().err
+
+
+def test_each_hidden_check_is_worth_as_much_as_its_visible_check_and_answers_their_rubric():
+    for name in grading.exercise_names():
+        tasks = grading.load_tasks(name)
+        visible = {t.cell_id: t.points for t in tasks if t.kind == "check"}
+        assert all(1 <= p <= 3 for p in visible.values()), (name, visible)
+        assert {t.cell_id: t.points for t in tasks if t.kind == "hidden"} == visible, name
+        solution = {c["id"]: "".join(c["source"]) for c in json.loads((ROOT / "solutions" / f"{name}.ipynb").read_text())["cells"]}
+        for task in (t for t in tasks if t.kind == "manual"):
+            assert f"Rubric ({task.points:g} points)" in solution[task.cell_id], (name, task.name)

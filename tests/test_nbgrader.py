@@ -72,9 +72,9 @@ def graded_twice(tmp_path_factory):
                                      "the growth without one is missing\n"
                                      "ben,01,Task 2,1,\n")
     lines = []
-    rows = grading.grade(subs, timeout=600, out=base / "grades.csv", log=lines.append,
-                         trusted=sandbox.unavailable_reason() is not None, manual=base / "manual.csv",
-                         roster=base / "roster.csv", by_learner=base / "class.csv", feedback=base / "feedback")
+    rows = gradebook.grade_class(subs, timeout=600, out=base / "grades.csv", log=lines.append,
+                                 trusted=sandbox.unavailable_reason() is not None, manual=base / "manual.csv",
+                                 roster=base / "roster.csv", by_learner=base / "class.csv", feedback=base / "feedback")
     with open(base / "class.csv", newline="") as handle:
         wide = list(csv.DictReader(handle))
     print("\n".join(lines))

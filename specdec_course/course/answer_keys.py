@@ -33,6 +33,10 @@ class MissingAnswerKey(LookupError):
     checks' own calls)."""
 
 
+class UnknownReference(MissingAnswerKey, AttributeError):
+    """``references.NAME`` for a NAME with no keys at all (an AttributeError too, so ``hasattr`` says False)."""
+
+
 # --------------------------------------------------------------------------- summaries of arguments
 def _float(value: float, floats: list, scales: list, scale: float = 0.0):
     if math.isnan(value) or math.isinf(value):
@@ -172,7 +176,7 @@ class AnswerKeys:
     def answer(self, name: str, args: tuple, kwargs: dict):
         entry = self.functions.get(name)
         if entry is None:
-            raise MissingAnswerKey(f"references.{name}: this copy of the course has no answer keys for it")
+            raise UnknownReference(f"references.{name}: this copy of the course has no answer keys for it")
         summary = _call_summary(name, entry["parameters"], args, kwargs)
         key = summary.key()
         found = [(d, result) for recorded_key, floats, scales, result in entry["calls"]
@@ -180,8 +184,9 @@ class AnswerKeys:
         if not found:
             raise MissingAnswerKey(
                 f"references.{name} answers only the calls the visible checks make on their own cases, and these "
-                "arguments are not one of them. In this copy of the course the reference answers are not included: "
-                "write the function yourself (the checks compare it with the recorded answers)")
+                "arguments are not one of them (if a function of yours changed the inputs a check gave it, leave them "
+                "as they were). In this copy of the course the reference answers are not included: write the "
+                "function yourself (the checks compare it with the recorded answers)")
         return copy.deepcopy(min(found, key=lambda row: row[0])[1])
 
     def count(self) -> int:
@@ -247,7 +252,7 @@ class Replay:
         if name in keys.constants:
             return copy.deepcopy(keys.constants[name])
         if name not in keys.functions:
-            raise AttributeError(f"references.{name}: not in this copy of the course (it holds answer keys for the "
+            raise UnknownReference(f"references.{name}: not in this copy of the course (it holds answer keys for the "
                                  "visible checks only)")
 
         def replayed(*args, **kwargs):

@@ -268,8 +268,9 @@ def ready_line() -> str:
     v = sys.version_info
     return (f"specdec-course is ready: .venv with Python {v[0]}.{v[1]}.{v[2]}, torch {version('torch')}, "
             f"transformers {version('transformers')}, the {DEFAULT_TARGET} model ({GGUF_WHEEL[0]} "
-            f"{version(GGUF_WHEEL[0])}). Next: `make lab` opens the course, `make test` runs its tests, "
-            "`make doctor` checks the set-up.")
+            f"{version(GGUF_WHEEL[0])}). Next: `make lab` opens the course, "
+            + ("`make test` runs its tests, " if (ROOT / "tests").is_dir() else "`make check` checks your exercises, ")
+            + "`make doctor` checks the set-up.")
 
 
 def run_checks(*, model: bool = True, out=print) -> list[Check]:

@@ -22,7 +22,7 @@ import csv
 import re
 from pathlib import Path
 
-from .grading import COLUMNS, NOTEBOOK, RELEASED, load_tasks, resolve_exercise
+from .grading import COLUMNS, NOTEBOOK, RELEASED, grade, load_tasks, resolve_exercise, summary, write_rows
 
 MANUAL_COLUMNS = ("learner", "exercise", "task", "points")
 ROSTER_COLUMNS = ("learner", "student_id")
@@ -297,3 +297,18 @@ def publish(rows: list[dict], *, manual=None, roster=None, by_learner_path=None,
     if feedback:
         write_feedback(rows, feedback, people, log)
     return people
+
+
+def grade_class(folder, *, manual=None, roster=None, by_learner=None, feedback=None, out="grades.csv",
+                released: Path = RELEASED, log=print, **options) -> list[dict]:
+    """``grading.grade`` (``options``: exercise, timeout, trusted, memory_mb, max_processes), then ``publish``; the
+    CSV at ``out`` ends with the rubric scores merged. The files given are checked before any notebook runs."""
+    check_inputs(manual=manual, roster=roster, feedback=feedback)
+    rows = grade(folder, out=out, released=released, log=log, **options)
+    if manual or roster or by_learner or feedback:
+        publish(rows, manual=manual, roster=roster, by_learner_path=by_learner, feedback=feedback, released=released,
+                log=log)
+        if manual:
+            write_rows(rows, out, log)
+            log(summary(rows))
+    return rows

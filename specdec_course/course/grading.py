@@ -429,16 +429,12 @@ class SandboxUnavailable(ValueError):
 
 
 def grade(folder, exercise: str | None = None, timeout: float = 300, out="grades.csv", released: Path = RELEASED,
-          log=print, trusted: bool = False, memory_mb: int = 6144, max_processes: int | None = None, *,
-          manual=None, roster=None, by_learner=None, feedback=None) -> list[dict]:
+          log=print, trusted: bool = False, memory_mb: int = 6144, max_processes: int | None = None) -> list[dict]:
     """Grade every submission in ``folder``, write the CSV to ``out`` and print a summary table. Returns the rows.
     Each notebook runs in a bubblewrap sandbox; ``trusted=True`` runs them without one (where there is none).
-    ``manual``, ``roster``, ``by_learner`` and ``feedback`` are gradebook.publish's (rubric scores, student ids,
-    the one-row-per-learner CSV, feedback files)."""
-    from . import gradebook
+    (``gradebook.grade_class`` adds a class's rubric scores, roster, one-row-per-learner CSV and feedback.)"""
     from .sandbox import unavailable_reason
 
-    gradebook.check_inputs(manual=manual, roster=roster, feedback=feedback)
 
     if timeout <= 0:
         raise ValueError(f"--timeout must be a positive number of seconds, got {timeout:g}")
@@ -480,8 +476,6 @@ def grade(folder, exercise: str | None = None, timeout: float = 300, out="grades
         for row in rows:
             if row["task"] == NOTEBOOK:
                 row["message"] = "TRUSTED, not sandboxed (--trusted): " + row["message"]
-    gradebook.publish(rows, manual=manual, roster=roster, by_learner_path=by_learner, feedback=feedback,
-                      released=released, log=log)
     write_rows(rows, out, log)
     log(summary(rows) + ("\n(TRUSTED: not sandboxed)" if trusted else ""))
     return rows

@@ -14,7 +14,7 @@ course the hidden checks are the grader's, and a learners' copy has none.
 """
 from __future__ import annotations
 
-import json
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from pathlib import Path
 from .grading import exercise_names, load_tasks, resolve_exercise
 
 HINT_CHARS = 150
+TASK_CHARS = 60
 
 
 @dataclass
@@ -71,7 +72,7 @@ def run_exercise(path: Path, exercise: str, timeout: float) -> list[Result]:
     stopped = None
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                             resources={"metadata": {"path": str(path.parent.resolve())}})
-    with client.setup_kernel():
+    with client.setup_kernel(stderr=subprocess.DEVNULL):  # the kernel's own notices; cells' output comes by message
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
@@ -104,18 +105,32 @@ def run_exercise(path: Path, exercise: str, timeout: float) -> list[Result]:
                     outcome[cell_id] = ("not attempted", "")
                 else:
                     outcome[cell_id] = ("failed", hint_of(error))
-    cells = {c.get("id"): c for c in nb.cells}
-    results = []
+    results = []  # (cell index, result), in notebook order
     for task in tasks:
-        if task.kind == "manual":
-            text = _source(cells.get(task.cell_id, {})).strip()
-            answered = bool(text) and text != "YOUR ANSWER HERE"
-            results.append(Result(exercise, task.name, "written", (f"answered ({len(text.split())} words)" if answered
-                                  else "not answered yet") + ": not checked here", 0, "manual"))
-        elif task.kind == "check":
+        if task.kind == "check":
             status, hint = outcome.get(task.cell_id, ("not run", stopped or "not reached"))
-            results.append(Result(exercise, task.name, status, hint, task.points))
-    return results
+            results.append((order[task.cell_id], Result(exercise, task.name, status, hint, task.points)))
+    for index, heading, text in written_answers(nb):
+        answered = bool(text) and text != "YOUR ANSWER HERE"
+        results.append((index, Result(exercise, heading, "written", f"answered ({len(text.split())} words): your "
+                                      "instructor reads it" if answered else "not answered yet", 0, "manual")))
+    return [result for _, result in sorted(results, key=lambda row: row[0])]
+
+
+def written_answers(nb) -> list[tuple[int, str, str]]:
+    """(cell index, task heading, text) of each answer in words: a markdown cell that was "YOUR ANSWER HERE" in the
+    exercise (nbgrader's metadata says so, whatever the learner wrote in it)."""
+    found, heading = [], ""
+    for index, cell in enumerate(nb.cells):
+        text = _source(cell).strip()
+        if cell.cell_type != "markdown":
+            continue
+        first = text.split("\n")[0] if text else ""
+        if first.startswith("#") and first.lstrip("#").strip().startswith("Task"):
+            heading = first.lstrip("#").strip()
+        elif cell.get("metadata", {}).get("nbgrader", {}).get("solution") or text == "YOUR ANSWER HERE":
+            found.append((index, heading, text))
+    return found
 
 
 def _number(value) -> str:
@@ -126,7 +141,8 @@ def table(results: list[Result]) -> str:
     """The progress table, then each exercise's points and the count of checks passed."""
     rows, last = [("exercise", "task", "result", "hint")], None
     for r in results:
-        rows.append((r.exercise if r.exercise != last else "", r.task, r.status, r.hint))
+        task = r.task if len(r.task) <= TASK_CHARS else r.task[:TASK_CHARS - 1] + "…"
+        rows.append((r.exercise if r.exercise != last else "", task, r.status, r.hint))
         last = r.exercise
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + ("  " + row[3] if row[3] else "")
