@@ -107,6 +107,8 @@ def test_nbgrader_and_our_grader_give_the_same_points(graded_twice):
             continue
         assert max_score == sum(t.points for t in mine)
         assert score == sum(got[t.name] for t in mine), (learner, exercise, grade_id)
+        print(f"{learner:4} {exercise[:2]} {grade_id:16} nbgrader {score:g}/{max_score:g}  ours "
+              + " + ".join(f"{got[t.name]:g}" for t in mine))
         compared += 1
     assert compared == 3 * 6
     assert {theirs[("ann", e, g)][0] for e in EXERCISES for g in ("check_c04",)} == {2.0, 4.0}  # full marks counted
