@@ -153,16 +153,17 @@ def _publish(args, report: dict, table, draw) -> int:
 
 
 def _bench_drafters(args, target, draft, tokenizer, prompts, max_new, machine) -> int:
-    from .perf.benchmark import default_drafters, drafter_benchmark, format_drafter_table
+    from .perf.benchmark import default_drafters, drafter_benchmark, format_drafter_table, pass_floors
 
     taus = args.taus or [2, 4, 6]
     drafters = default_drafters(target, draft)
     print(f"machine: {machine}")
     print(f"{len(prompts)} prompts x {max_new} new tokens, drafters: {', '.join(drafters)}; tau in {taus}")
+    floor = pass_floors(target, drafters)
     report = drafter_benchmark(target, tokenizer, drafters, taus=taus, max_new_tokens=max_new, prompts=prompts,
                                draft=None if args.no_assisted else draft, cost_repeats=args.repeats,
                                progress=not args.no_progress)
-    report.update({"machine": machine, "split": None if args.prompts else args.split})
+    report.update({"machine": machine, "split": None if args.prompts else args.split, "floor": floor})
 
     def draw(plt):
         from .course.viz import plot_drafters

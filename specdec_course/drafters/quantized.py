@@ -133,7 +133,8 @@ class Int8Linear(torch.nn.Module):
         weight = linear.weight.detach().float()
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
         scale = (weight.abs().amax(1) / 127).clamp(min=1e-12)
-        self.register_buffer("q", (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8))
+        # (contiguous: the kernel refuses a strided q, as a weight stored column-major gives)
+        self.register_buffer("q", (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous())
         self.register_buffer("scale", scale)
         self.bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self.exact = bool(torch.equal(self.q.float() * scale[:, None], weight))

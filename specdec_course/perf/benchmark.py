@@ -383,6 +383,23 @@ def default_drafters(target, draft) -> dict:
     return drafters
 
 
+def pass_floors(target, drafters: dict) -> dict:
+    """The bandwidth floor of a one-token pass (``floor.py``) of the target and of each drafter that runs a model:
+    {"bandwidth_gb_s": torch's copy bandwidth here, "mb": {name: MB read}, "ms": {name: MB / bandwidth}}."""
+    from .floor import bytes_per_pass, copy_bandwidth, floor_ms
+
+    bandwidth = copy_bandwidth()
+    read = {"target": bytes_per_pass(target)}
+    read.update({name: bytes_per_pass(d.cost_model) for name, d in drafters.items() if d.cost_model is not None})
+    return {"bandwidth_gb_s": bandwidth, "mb": {n: b / 1e6 for n, b in read.items()},
+            "ms": {n: floor_ms(b, bandwidth) for n, b in read.items()}}
+
+
+def format_floors(floor: dict) -> str:
+    return (f"floor of a one-token pass (bytes read / {floor['bandwidth_gb_s']:.0f} GB/s, torch's copy bandwidth): "
+            + "; ".join(f"{name} {floor['mb'][name]:.0f} MB, {floor['ms'][name]:.1f} ms" for name in floor["mb"]))
+
+
 def transformers_prompt_lookup(target, ids, max_new_tokens, eos, tau):
     """transformers' own prompt lookup decoding (``generate(prompt_lookup_num_tokens=τ)``, greedy): (tokens, s, passes)."""
     return _timed_generate(target, ids, max_new_tokens, eos, prompt_lookup_num_tokens=tau)
@@ -504,7 +521,7 @@ def drafter_benchmark(target, tokenizer, drafters: dict, *, taus=(2, 4, 6), max_
 def format_drafter_table(report: dict) -> str:
     head = (f"{'drafter':40s} {'tau':>3s} {'tokens/s':>8s} {'ratio':>6s} {'alpha':>5s} {'tok/pass':>8s} {'c':>5s} "
             f"{'predicted':>9s} {'identical':>9s}")
-    lines = [head]
+    lines = ([format_floors(report["floor"]), ""] if report.get("floor") else []) + [head]
     for r in report["rows"]:
         tau = "" if r["tau"] is None else str(r["tau"])
         lines.append(f"{r['config']:40s} {tau:>3s} {r['tokens_per_s']:8.1f} {r['ratio']:5.2f}x {_number(r, 'alpha', '.3f'):>5s} "
