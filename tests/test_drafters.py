@@ -359,7 +359,7 @@ def test_the_drafter_benchmark_runs_every_row_side_by_side(target, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from specdec_course.perf.benchmark import drafter_benchmark, format_drafter_table
+    from specdec_course.perf.benchmark import drafter_benchmark, format_drafter_table, pass_floors
     from specdec_course.course.viz import plot_drafters
 
     model, tokenizer = target
@@ -378,7 +378,13 @@ def test_the_drafter_benchmark_runs_every_row_side_by_side(target, tmp_path):
         assert 0 <= row["alpha"] <= 1 and row["c"] >= 0 and row["predicted"] > 0 and row["tokens_per_pass"] >= 1
     assert report["rows"][2]["c"] < report["rows"][1]["c"]  # prompt lookup runs no model: cheaper than any draft model
     table = format_drafter_table(report)
-    assert "prompt lookup" in table and "best:" in table and "identical: True" in table
+    assert "prompt lookup" in table and "best:" in table and "identical: True" in table and "floor" not in table
+    report["floor"] = pass_floors(model, drafters)  # the bench's header: each model's one-token pass beside its floor
+    lines = {line[:40].strip(): line for line in format_drafter_table(report).split("\n")}
+    assert lines["draft model"].endswith(f"{report['drafter_costs_ms']['draft model']['d']:7.2f} "
+                                         f"{report['floor']['ms']['draft model']:5.2f}")
+    assert lines["target only (course loop)"].endswith(f"{report['floor']['ms']['target']:5.2f}")
+    assert lines["prompt lookup"].rstrip().endswith("yes")  # no model, no floor
     plot_drafters(report).figure.savefig(tmp_path / "drafters.png")
 
 

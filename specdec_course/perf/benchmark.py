@@ -518,20 +518,38 @@ def drafter_benchmark(target, tokenizer, drafters: dict, *, taus=(2, 4, 6), max_
             "target_ms": target_ms, "drafter_costs_ms": {k: {"d0": v[0], "d": v[1]} for k, v in drafter_ms.items()}}
 
 
+def _pass_and_floor(report: dict, row: dict) -> str:
+    """A row's one-token pass as measured before the runs (the target's T(1), a drafter's d) beside its floor."""
+    floor = report.get("floor")
+    if not floor:
+        return ""
+    if row["drafter"] is None and row["config"].startswith("target only"):
+        name, target_ms = "target", report["target_ms"]
+        measured = target_ms.get(1, target_ms.get("1"))
+    else:
+        name, measured = row["drafter"], report.get("drafter_costs_ms", {}).get(row["drafter"], {}).get("d")
+    if name not in floor["ms"] or measured is None:
+        return f" {'':>7s} {'':>5s}"
+    return f" {measured:7.2f} {floor['ms'][name]:5.2f}"
+
+
 def format_drafter_table(report: dict) -> str:
+    floors = bool(report.get("floor"))
     head = (f"{'drafter':40s} {'tau':>3s} {'tokens/s':>8s} {'ratio':>6s} {'alpha':>5s} {'tok/pass':>8s} {'c':>5s} "
-            f"{'predicted':>9s} {'identical':>9s}")
-    lines = ([format_floors(report["floor"]), ""] if report.get("floor") else []) + [head]
+            f"{'predicted':>9s} {'identical':>9s}" + (f" {'pass ms':>7s} {'floor':>5s}" if floors else ""))
+    lines = ([format_floors(report["floor"]), ""] if floors else []) + [head]
     for r in report["rows"]:
         tau = "" if r["tau"] is None else str(r["tau"])
         lines.append(f"{r['config']:40s} {tau:>3s} {r['tokens_per_s']:8.1f} {r['ratio']:5.2f}x {_number(r, 'alpha', '.3f'):>5s} "
                      f"{r['tokens_per_pass']:8.2f} {_number(r, 'c', '.2f'):>5s} "
                      f"{(_number(r, 'predicted', '.2f') + 'x') if 'predicted' in r else '':>9s} "
-                     f"{'yes' if r['identical'] else 'NO':>9s}")
+                     f"{'yes' if r['identical'] else 'NO':>9s}" + _pass_and_floor(report, r))
     best = max(report["rows"][1:], key=lambda r: r["ratio"])
     lines += ["", "alpha: acceptance probability per position (from the run); c: drafting time per drafted token over the "
                   "target-only time per token; predicted: the cost model from T(k) and the drafter's cost measured "
-                  "before the runs, with the row's alpha",
+                  "before the runs, with the row's alpha" + ("; pass ms: one cached one-token pass measured before the "
+                  "runs (the target's T(1), the drafter's d) beside its floor, the bytes it reads over the bandwidth"
+                  if floors else ""),
               f"best: {best['config']}, tau={best['tau']}: {best['ratio']:.2f}x target-only greedy; all outputs identical: "
               f"{all(r['identical'] for r in report['rows'])}"]
     return "\n".join(lines)
